@@ -1,0 +1,21 @@
+"""dramatiq-kafka: an Apache Kafka broker for Dramatiq."""
+
+from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
+from .config import DeadLetter, QueueConfig
+from .consumer import KafkaMessageProxy
+from .errors import ConfigurationError, DeliveryError, DeliveryTimeout, KafkaBrokerError, KafkaConnectionError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BOOTSTRAP_SERVERS_ENV",
+    "ConfigurationError",
+    "DeadLetter",
+    "DeliveryError",
+    "DeliveryTimeout",
+    "KafkaBroker",
+    "KafkaBrokerError",
+    "KafkaConnectionError",
+    "KafkaMessageProxy",
+    "QueueConfig",
+]

@@ -1,0 +1,148 @@
+"""Topic management: creating missing topics, reading positions, truncating."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from dramatiq.logging import get_logger
+
+from .errors import KafkaBrokerError, KafkaConnectionError
+
+
+class TopicAdmin:
+    """Creates topics on first use and answers questions about positions.
+
+    Nothing here touches the network until a method is called.
+
+    Parameters:
+      config(dict): librdkafka settings shared with the other clients.
+      group_id(str): The workers' consumer group, for committed offsets.
+      timeout(float): Seconds each request may take.
+    """
+
+    def __init__(self, config: dict[str, Any], group_id: str, *, timeout: float = 10.0) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.config = config
+        self.group_id = group_id
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._admin: AdminClient | None = None
+        self._inspector: Consumer | None = None
+        self._ensured: set[str] = set()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return str(self.config.get("bootstrap.servers"))
+
+    @property
+    def admin(self) -> AdminClient:
+        with self._lock:
+            if self._admin is None:
+                self._admin = AdminClient(self.config)
+            return self._admin
+
+    @property
+    def inspector(self) -> Consumer:
+        """A consumer of the workers' group that never joins it: it only
+        reads committed offsets and watermarks."""
+        with self._lock:
+            if self._inspector is None:
+                self._inspector = Consumer(
+                    {**self.config, "group.id": self.group_id, "enable.auto.commit": False}
+                )
+            return self._inspector
+
+    def _unreachable(self, error: object) -> KafkaConnectionError:
+        return KafkaConnectionError(f"Kafka is not reachable at {self.bootstrap_servers!r}: {error}")
+
+    def topic_names(self) -> set[str]:
+        """The topics of the cluster.
+
+        Raises:
+          KafkaConnectionError: When the cluster does not answer in time.
+        """
+        try:
+            metadata = self.admin.list_topics(timeout=self.timeout)
+        except KafkaException as e:
+            raise self._unreachable(e.args[0]) from None
+        return set(metadata.topics)
+
+    def ensure(self, topics: dict[str, NewTopic]) -> None:
+        """Create the topics that do not exist yet; use existing ones as they are.
+
+        Parameters:
+          topics(dict[str, NewTopic]): The wanted topics by name.
+        """
+        wanted = {name: spec for name, spec in topics.items() if name not in self._ensured}
+        if not wanted:
+            return
+        missing = [spec for name, spec in wanted.items() if name not in self.topic_names()]
+        if missing:
+            futures = self.admin.create_topics(missing, request_timeout=self.timeout)
+            for name, future in futures.items():
+                try:
+                    future.result()
+                    self.logger.info("Created topic %r.", name)
+                except KafkaException as e:
+                    error: KafkaError = e.args[0]
+                    if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise KafkaBrokerError(f"Could not create topic {name!r}: {error.str()}") from None
+        self._ensured.update(wanted)
+
+    def partitions(self, topic: str) -> list[int]:
+        """The partition ids of a topic, or ``[]`` when it does not exist."""
+        try:
+            metadata = self.admin.list_topics(topic=topic, timeout=self.timeout)
+        except KafkaException as e:
+            raise self._unreachable(e.args[0]) from None
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            return []
+        return sorted(found.partitions)
+
+    def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
+        """The low and high watermark of every partition of a topic."""
+        inspector = self.inspector
+        ends = {}
+        for partition in self.partitions(topic):
+            try:
+                ends[partition] = inspector.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=self.timeout, cached=False
+                )
+            except KafkaException as e:
+                raise self._unreachable(e.args[0]) from None
+        return ends
+
+    def committed_offsets(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """The group's committed position per partition (-1 when none)."""
+        if not partitions:
+            return {}
+        try:
+            committed = self.inspector.committed(
+                [TopicPartition(topic, partition) for partition in partitions], timeout=self.timeout
+            )
+        except KafkaException as e:
+            raise self._unreachable(e.args[0]) from None
+        return {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in committed}
+
+    def truncate(self, topic: str) -> None:
+        """Delete every record currently in a topic (for tests and ``flush``)."""
+        partitions = self.partitions(topic)
+        if not partitions:
+            return
+        futures = self.admin.delete_records(
+            [TopicPartition(topic, partition, OFFSET_END) for partition in partitions],
+            request_timeout=self.timeout,
+        )
+        for future in futures.values():
+            future.result()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._inspector is not None:
+                self._inspector.close()
+            self._inspector = None
+            self._admin = None

@@ -1,0 +1,286 @@
+"""KafkaBroker: Dramatiq queues as Kafka topics."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import dramatiq
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+from dramatiq.broker import Consumer, MessageProxy
+from dramatiq.common import current_millis, dq_name, q_name
+from dramatiq.errors import QueueJoinTimeout, QueueNotFound
+from dramatiq.message import Message
+from dramatiq.middleware import Middleware
+
+from .admin import TopicAdmin
+from .config import DeadLetter, QueueConfig
+from .consumer import KafkaConsumer
+from .dead_letters import DeadLetterWriter
+from .middleware import BootCheck, DispatchOptions
+from .producer import KafkaProducer
+from .wire import encode_message, message_headers
+
+#: Where the broker looks for Kafka when ``bootstrap_servers`` is not given.
+BOOTSTRAP_SERVERS_ENV = "DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS"
+
+
+class KafkaBroker(dramatiq.Broker):
+    """A broker that keeps each queue in a Kafka topic.
+
+    Creating the broker (and declaring actors on it) touches no network:
+    topics are created when first used, and clients are created lazily in
+    each process.
+
+    Parameters:
+      bootstrap_servers(str): Kafka's address, ``host:port[,host:port]``.
+        Defaults to ``$DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS`` or
+        ``localhost:9092``.
+      group_id(str): The consumer group of the workers.
+      topic_prefix(str): Prepended to every topic name (``"prod."``
+        makes queue ``default`` the topic ``prod.default``).
+      config(dict): librdkafka settings given to every client
+        (security, timeouts, ...).
+      producer_config(dict): Extra librdkafka settings of the producer.
+      consumer_config(dict): Extra librdkafka settings of the consumers.
+      queues(dict[str, QueueConfig]): Per-queue topic layout and dead letters.
+      default_queue(QueueConfig): The settings of queues not in ``queues``.
+      dead_letter(DeadLetter): Where failed jobs go when a queue's config
+        does not say.
+      create_topics(bool): Whether missing topics are created.
+      dispatch_method(str): ``"async"`` (default) or ``"sync"``: whether
+        ``send`` waits for Kafka's acknowledgement.
+      sync_timeout(float): Seconds a sync send waits.
+      request_timeout(float): Seconds an admin request (creating topics,
+        reading offsets) may take.
+      fail_fast_default(bool): The default of ``join(fail_fast=...)``.
+      middleware(list[Middleware]): As for every Dramatiq broker.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str | None = None,
+        group_id: str = "dramatiq",
+        topic_prefix: str = "",
+        config: dict[str, Any] | None = None,
+        producer_config: dict[str, Any] | None = None,
+        consumer_config: dict[str, Any] | None = None,
+        queues: dict[str, QueueConfig] | None = None,
+        default_queue: QueueConfig | None = None,
+        dead_letter: DeadLetter | None = None,
+        create_topics: bool = True,
+        dispatch_method: str = "async",
+        sync_timeout: float = 10.0,
+        request_timeout: float = 10.0,
+        fail_fast_default: bool = True,
+        middleware: list[Middleware] | None = None,
+    ) -> None:
+        super().__init__(middleware=middleware)
+        self.bootstrap_servers = (
+            bootstrap_servers or os.environ.get(BOOTSTRAP_SERVERS_ENV) or "localhost:9092"
+        )
+        self.group_id = group_id
+        self.topic_prefix = topic_prefix
+        self.client_config = {**(config or {}), "bootstrap.servers": self.bootstrap_servers}
+        self.consumer_config = {**self.client_config, **(consumer_config or {}), "group.id": group_id}
+        self.queue_configs = dict(queues or {})
+        self.default_queue = default_queue or QueueConfig()
+        self.dead_letter = dead_letter or DeadLetter()
+        self.create_topics = create_topics
+        self.request_timeout = request_timeout
+        self.fail_fast_default = fail_fast_default
+        self.queues: set[str] = set()
+        self.failures_by_queue: dict[str, list[MessageProxy]] = {}
+
+        self.producer = KafkaProducer({**self.client_config, **(producer_config or {})})
+        self.admin = TopicAdmin(self.client_config, group_id, timeout=request_timeout)
+        self.dead_letters = DeadLetterWriter(self.producer, group_id)
+
+        self.dispatch = DispatchOptions(dispatch_method=dispatch_method, sync_timeout=sync_timeout)
+        self.add_middleware(self.dispatch)
+        self.add_middleware(BootCheck())
+
+    # -- names ---------------------------------------------------------------------------------------
+
+    def queue_config(self, queue_name: str) -> QueueConfig:
+        """The settings of a queue (its delay queue shares them)."""
+        return self.queue_configs.get(q_name(queue_name), self.default_queue)
+
+    def topic_name(self, queue_name: str) -> str:
+        """The topic that holds a queue (or a delay queue)."""
+        return f"{self.topic_prefix}{queue_name}"
+
+    def dead_letter_topic(self, queue_name: str) -> str:
+        """The topic where a queue's failed jobs go."""
+        dead_letter = self.queue_config(queue_name).dead_letter or self.dead_letter
+        return self.topic_prefix + (dead_letter.topic or f"{q_name(queue_name)}.XQ")
+
+    # -- declaring -----------------------------------------------------------------------------------
+
+    def declare_queue(self, queue_name: str) -> None:
+        """Record a queue and its delay queue.  No network: the topics are
+        created when the queue is first used.
+
+        Parameters:
+          queue_name(str): The name of the new queue.
+        """
+        if queue_name in self.queues:
+            return
+        self.emit_before("declare_queue", queue_name)
+        self.queues.add(queue_name)
+        self.emit_after("declare_queue", queue_name)
+
+        delayed_name = dq_name(queue_name)
+        self.delay_queues.add(delayed_name)
+        self.emit_after("declare_delay_queue", delayed_name)
+
+    def get_declared_queues(self) -> set[str]:
+        return self.queues.copy()
+
+    def ensure_topics(self, queue_name: str) -> None:
+        """Create the topics of a queue (its own and its dead letters')
+        when they are missing and ``create_topics`` is on."""
+        if not self.create_topics:
+            return
+        config = self.queue_config(queue_name)
+
+        def spec(topic: str) -> NewTopic:
+            return NewTopic(
+                topic,
+                num_partitions=config.partitions or -1,
+                replication_factor=config.replication_factor or -1,
+                config=dict(config.topic_config),
+            )
+
+        topics = [self.topic_name(queue_name), self.dead_letter_topic(queue_name)]
+        self.admin.ensure({topic: spec(topic) for topic in topics})
+
+    def _check_declared(self, queue_name: str) -> None:
+        if queue_name not in self.queues and queue_name not in self.delay_queues:
+            raise QueueNotFound(queue_name)
+
+    # -- producing -----------------------------------------------------------------------------------
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """Send a message to its queue's topic (or the delay topic).
+
+        With ``dispatch_method="sync"`` this returns once Kafka has the
+        record; otherwise at once, and delivery failures are logged,
+        counted, and raised by :meth:`flush_producer`.
+
+        Raises:
+          QueueNotFound: When the queue was never declared.
+          DeliveryError: When a sync send was not acknowledged.
+        """
+        queue_name = message.queue_name
+        if delay is not None:
+            queue_name = dq_name(queue_name)
+            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
+        self._check_declared(queue_name)
+
+        self.emit_before("enqueue", message, delay)
+        self.ensure_topics(queue_name)
+        topic = self.topic_name(queue_name)
+        value = encode_message(message)
+        headers = message_headers(message)
+        timeout = self.dispatch.sync_timeout_for(self, message)
+        if timeout is None:
+            self.producer.send(topic, value, message_id=message.message_id, headers=headers)
+        else:
+            self.producer.send_and_wait(
+                topic, value, message_id=message.message_id, headers=headers, timeout=timeout
+            )
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def flush_producer(self, timeout: float | None = None) -> None:
+        """Wait until every record sent from this process is delivered.
+
+        Raises:
+          DeliveryError: Listing the async sends that failed since the
+            last call.
+        """
+        self.producer.flush(timeout)
+
+    # -- consuming -----------------------------------------------------------------------------------
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 1000) -> Consumer:
+        """Join the workers' group on a queue's topic.
+
+        Raises:
+          QueueNotFound: When the queue was never declared.
+          KafkaConnectionError: When Kafka cannot be reached.
+        """
+        self._check_declared(queue_name)
+        self.ensure_topics(queue_name)
+        return KafkaConsumer(
+            queue_name=queue_name,
+            topic=self.topic_name(queue_name),
+            config=self.consumer_config,
+            prefetch=prefetch,
+            timeout=timeout,
+            dead_letters=self.dead_letters,
+            dead_letter_topic=self.dead_letter_topic(queue_name),
+            on_dead_letter=self._remember_failure,
+        )
+
+    def _remember_failure(self, message: MessageProxy) -> None:
+        self.failures_by_queue.setdefault(q_name(message.queue_name), []).append(message)
+
+    # -- testing helpers -----------------------------------------------------------------------------
+
+    def join(self, queue_name: str, *, timeout: int | None = None, fail_fast: bool | None = None) -> None:
+        """Wait until the workers' group has committed every record of a
+        queue and of its delay queue.  Meant for tests.
+
+        Parameters:
+          queue_name(str): The queue to wait on.
+          timeout(int): The most milliseconds to wait.
+          fail_fast(bool): Raise the error of the first job of this queue
+            dead-lettered in this process.  Defaults to
+            ``fail_fast_default``.
+
+        Raises:
+          QueueJoinTimeout: When the timeout elapses.
+          QueueNotFound: When the queue was never declared.
+        """
+        self._check_declared(queue_name)
+        deadline = None if timeout is None else time.monotonic() + timeout / 1000
+        should_fail_fast = self.fail_fast_default if fail_fast is None else fail_fast
+        self.flush_producer()
+        while True:
+            if should_fail_fast:
+                for message in self.failures_by_queue.get(q_name(queue_name), []):
+                    raise message._exception or Exception("Message failed with unknown error")
+            if self._drained(queue_name) and self._drained(dq_name(queue_name)):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise QueueJoinTimeout(queue_name)
+            time.sleep(0.1)
+
+    def _drained(self, queue_name: str) -> bool:
+        topic = self.topic_name(queue_name)
+        watermarks = self.admin.watermarks(topic)
+        committed = self.admin.committed_offsets(topic, list(watermarks))
+        # Records below the low watermark were deleted: nothing to wait for.
+        return all(max(committed[p], low) >= high for p, (low, high) in watermarks.items())
+
+    def flush(self, queue_name: str) -> None:
+        """Delete every record of a queue's topic (for tests)."""
+        self._check_declared(queue_name)
+        self.admin.truncate(self.topic_name(queue_name))
+        self.failures_by_queue.pop(q_name(queue_name), None)
+
+    def flush_all(self) -> None:
+        """Delete every record of every declared queue (for tests)."""
+        for queue_name in self.queues | self.delay_queues:
+            self.flush(queue_name)
+
+    def close(self) -> None:
+        """Deliver what is pending and close the clients."""
+        try:
+            self.producer.close()
+        finally:
+            self.admin.close()

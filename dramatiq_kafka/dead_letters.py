@@ -1,0 +1,128 @@
+"""Dead-letter records: the original record plus where it came from and why."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError
+from confluent_kafka import Message as KafkaRecord
+from dramatiq.logging import get_logger
+
+from .producer import KafkaProducer
+from .wire import Headers
+
+#: The longest traceback kept in a dead-letter header, in bytes.
+MAX_TRACEBACK_BYTES = 8192
+
+
+def dead_letter_headers(
+    record: KafkaRecord,
+    *,
+    group_id: str,
+    attempts: int,
+    error: BaseException | None,
+    reason: str | None = None,
+) -> Headers:
+    """The original headers plus the record's origin and the error.
+
+    Parameters:
+      record: The record being dead-lettered, as it was consumed.
+      group_id: The consumer group that gave up on it.
+      attempts: How many times its job ran.
+      error: The exception of its last attempt, if any.
+      reason: Why it is dead-lettered when there is no exception.
+    """
+    original = record.headers() or []
+    headers: Headers = list(original.items() if isinstance(original, dict) else original)
+    headers += [
+        ("source_topic", str(record.topic()).encode()),
+        ("source_partition", str(record.partition()).encode()),
+        ("source_offset", str(record.offset()).encode()),
+        ("source_consumer_group", group_id.encode()),
+        ("source_attempts", str(attempts).encode()),
+    ]
+    if error is not None:
+        trace = "".join(traceback.format_exception(error)).encode()
+        headers += [
+            ("error_type", type(error).__qualname__.encode()),
+            ("error_message", str(error).encode()),
+            # Keep the end of the trace: the frame that raised is the useful part.
+            ("error_traceback", trace[-MAX_TRACEBACK_BYTES:]),
+        ]
+    elif reason is not None:
+        headers += [("error_type", b"Undeliverable"), ("error_message", reason.encode())]
+    return headers
+
+
+class DeadLetterWriter:
+    """Writes dead letters and reports each one once Kafka has it.
+
+    A write that fails is retried (with a capped backoff) until it is
+    acknowledged: the source offset must not be committed before that.
+
+    Parameters:
+      producer(KafkaProducer): Where records are sent.
+      group_id(str): The workers' consumer group, for the headers.
+      retry_backoff(float): Seconds before the first retry of a failed write.
+    """
+
+    def __init__(self, producer: KafkaProducer, group_id: str, *, retry_backoff: float = 1.0) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.producer = producer
+        self.group_id = group_id
+        self.retry_backoff = retry_backoff
+
+    def write(
+        self,
+        topic: str,
+        record: KafkaRecord,
+        *,
+        message_id: str,
+        attempts: int,
+        error: BaseException | None = None,
+        reason: str | None = None,
+        on_written: Callable[[], object],
+    ) -> None:
+        """Send ``record`` to the dead-letter ``topic``; call ``on_written``
+        once Kafka acknowledged it."""
+        headers = dead_letter_headers(
+            record, group_id=self.group_id, attempts=attempts, error=error, reason=reason
+        )
+        self._send(topic, record, headers, message_id, on_written, self.retry_backoff)
+
+    def _send(
+        self,
+        topic: str,
+        record: KafkaRecord,
+        headers: Headers,
+        message_id: str,
+        on_written: Callable[[], object],
+        backoff: float,
+    ) -> None:
+        def on_delivery(error: KafkaError | None) -> None:
+            if error is None:
+                on_written()
+                return
+            self.logger.error(
+                "Could not dead-letter message %s to %r (%s); retrying in %.1fs. Its offset stays uncommitted.",
+                message_id,
+                topic,
+                error,
+                backoff,
+            )
+            timer = threading.Timer(
+                backoff, self._send, (topic, record, headers, message_id, on_written, min(backoff * 2, 60.0))
+            )
+            timer.daemon = True
+            timer.start()
+
+        self.producer.send(
+            topic,
+            record.value(),
+            message_id=message_id,
+            key=record.key(),
+            headers=headers,
+            on_delivery=on_delivery,
+        )

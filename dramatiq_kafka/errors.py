@@ -1,0 +1,44 @@
+"""Errors raised by the Kafka broker, as subclasses of Dramatiq's own."""
+
+from __future__ import annotations
+
+from dramatiq.errors import BrokerConnectionError, BrokerError
+from dramatiq.middleware import MiddlewareError
+
+
+class KafkaBrokerError(BrokerError):
+    """Base class for the errors of this package."""
+
+
+class KafkaConnectionError(BrokerConnectionError, MiddlewareError):
+    """Kafka could not be reached (or refused us) within the allowed time.
+
+    It is also a :class:`MiddlewareError` so that raising it while a
+    worker boots stops the worker (``dramatiq`` exits with code 3)
+    instead of being logged and ignored.
+    """
+
+
+class DeliveryError(KafkaBrokerError):
+    """Kafka did not acknowledge one or more records.
+
+    Attributes:
+      failures(list[tuple[str, str]]): The ``(message_id, reason)`` of
+        every record that was not delivered.
+    """
+
+    def __init__(self, message: str, failures: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []
+
+
+class DeliveryTimeout(DeliveryError):
+    """A synchronous send was not acknowledged within its timeout.
+
+    The record may still be delivered later: librdkafka keeps retrying
+    it until ``message.timeout.ms``.
+    """
+
+
+class ConfigurationError(KafkaBrokerError, MiddlewareError, ValueError):
+    """A broker, queue or actor option has a value that cannot work."""

@@ -1,0 +1,207 @@
+"""One confluent-kafka producer per process, with delivery reports.
+
+The producer is created on first use in each process, so a broker built
+before ``dramatiq --processes N`` forks never shares librdkafka's threads
+with a child.  A daemon thread serves delivery reports, so failures of
+asynchronous sends are seen even when the application never sends again.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from dramatiq.logging import get_logger
+
+from .errors import DeliveryError, DeliveryTimeout
+from .wire import Headers
+
+#: Called with the delivery error (or ``None``) of one record.
+DeliveryCallback = Callable[[KafkaError | None], None]
+
+#: Settings every producer gets; the user's config may override them.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "compression.type": "lz4",
+}
+
+#: How many failed async deliveries are kept for ``flush()`` to report.
+MAX_REMEMBERED_FAILURES = 1000
+
+
+class DeliveryReports:
+    """Counts and remembers the failures of asynchronous sends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.failed = 0
+        self._failures: list[tuple[str, str]] = []
+
+    def record(self, message_id: str, error: KafkaError) -> None:
+        with self._lock:
+            self.failed += 1
+            if len(self._failures) < MAX_REMEMBERED_FAILURES:
+                self._failures.append((message_id, str(error)))
+
+    def take(self) -> list[tuple[str, str]]:
+        """Return and forget the failures seen since the last call."""
+        with self._lock:
+            failures, self._failures = self._failures, []
+            return failures
+
+
+class KafkaProducer:
+    """A lazily created, fork-safe wrapper around ``confluent_kafka.Producer``.
+
+    Parameters:
+      config(dict): librdkafka settings (``bootstrap.servers`` included).
+      flush_timeout(float): Seconds ``flush()`` waits at exit.
+    """
+
+    def __init__(self, config: dict[str, Any], *, flush_timeout: float = 30.0) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.config = {**PRODUCER_DEFAULTS, **config}
+        self.flush_timeout = flush_timeout
+        self.reports = DeliveryReports()
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._producer: Producer | None = None
+        self._closed = threading.Event()
+
+    @property
+    def producer(self) -> Producer:
+        """The producer of the current process, created on first use."""
+        producer = self._producer
+        if producer is not None and self._pid == os.getpid():
+            return producer
+        with self._lock:
+            if self._producer is None or self._pid != os.getpid():
+                self._producer = Producer(self.config, logger=self.logger)
+                self._pid = os.getpid()
+                self._closed = threading.Event()
+                threading.Thread(
+                    target=self._serve_reports,
+                    args=(self._producer, self._closed),
+                    name="dramatiq-kafka-delivery-reports",
+                    daemon=True,
+                ).start()
+                atexit.register(self._flush_at_exit, self._producer)
+            return self._producer
+
+    def _serve_reports(self, producer: Producer, closed: threading.Event) -> None:
+        while not closed.is_set():
+            producer.poll(0.1)
+
+    def _flush_at_exit(self, producer: Producer) -> None:
+        if self._producer is not producer or self._pid != os.getpid():
+            return
+        remaining = producer.flush(self.flush_timeout)
+        if remaining:
+            self.logger.error("%d record(s) were still undelivered at exit and are lost.", remaining)
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        message_id: str,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        """Hand a record to librdkafka and return at once.
+
+        A failed delivery is logged and counted, and ``on_delivery`` (if
+        given) is called from the delivery-report thread.
+
+        Raises:
+          DeliveryError: When librdkafka refuses the record outright
+            (too large, unknown topic, local queue full for too long).
+        """
+
+        def report(error: KafkaError | None, _record: Message) -> None:
+            if error is not None:
+                self.reports.record(message_id, error)
+                self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, error)
+            if on_delivery is not None:
+                on_delivery(error)
+
+        producer = self.producer
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers, on_delivery=report)
+                return
+            except BufferError:
+                # The local queue is full: wait for deliveries to make room
+                # rather than drop the job.
+                producer.poll(0.1)
+            except KafkaException as e:
+                raise DeliveryError(f"Kafka refused message {message_id}: {e.args[0]}") from e
+
+    def send_and_wait(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        message_id: str,
+        timeout: float,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """Send a record and wait until Kafka acknowledged it.
+
+        Raises:
+          DeliveryError: When the record was not delivered.
+          DeliveryTimeout: When no report came within ``timeout`` seconds.
+        """
+        done = threading.Event()
+        outcome: list[KafkaError | None] = []
+
+        def on_delivery(error: KafkaError | None) -> None:
+            outcome.append(error)
+            done.set()
+
+        self.send(topic, value, message_id=message_id, key=key, headers=headers, on_delivery=on_delivery)
+        if not done.wait(timeout):
+            raise DeliveryTimeout(
+                f"Message {message_id} to {topic!r} was not acknowledged within {timeout:g}s "
+                f"(bootstrap servers {self.config.get('bootstrap.servers')!r}); it may still be delivered.",
+                [(message_id, "timeout")],
+            )
+        if outcome[0] is not None:
+            raise DeliveryError(
+                f"Message {message_id} to {topic!r} was not delivered: {outcome[0]}",
+                [(message_id, str(outcome[0]))],
+            )
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for every pending record, then report async failures.
+
+        Raises:
+          DeliveryError: Listing every async send that failed since the
+            last flush, or the records still pending at the timeout.
+        """
+        producer = self._producer
+        remaining = 0
+        if producer is not None and self._pid == os.getpid():
+            remaining = producer.flush(self.flush_timeout if timeout is None else timeout)
+        failures = self.reports.take()
+        if failures or remaining:
+            lines = [f"{message_id}: {reason}" for message_id, reason in failures]
+            if remaining:
+                lines.append(f"{remaining} record(s) still pending after the timeout")
+            raise DeliveryError("Some messages were not delivered:\n  " + "\n  ".join(lines), failures)
+
+    def close(self) -> None:
+        """Flush and stop serving delivery reports."""
+        try:
+            self.flush()
+        finally:
+            self._closed.set()
+            self._producer = None

@@ -1,0 +1,75 @@
+"""The record format: a Dramatiq message as JSON, plus a few headers.
+
+Any language can enqueue a job by writing a record whose value is the JSON
+below to the queue's topic; see ``docs/wire-format.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from dramatiq.errors import DecodeError
+from dramatiq.message import Message
+
+#: Header with the actor's name, so tools can route without decoding.
+ACTOR_HEADER = "dramatiq_actor"
+#: Header with the message id.
+MESSAGE_ID_HEADER = "dramatiq_message_id"
+
+Headers = list[tuple[str, str | bytes | None]]
+
+_REQUIRED_FIELDS = ("actor_name", "message_id")
+_FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
+
+
+def encode_message(message: Message[Any]) -> bytes:
+    """Serialise a message as the record's value."""
+    return orjson.dumps(message.asdict())
+
+
+def message_headers(message: Message[Any]) -> Headers:
+    """The headers every record of a message carries."""
+    return [
+        (ACTOR_HEADER, message.actor_name.encode()),
+        (MESSAGE_ID_HEADER, message.message_id.encode()),
+    ]
+
+
+def decode_message(value: bytes | None, queue_name: str) -> Message[Any]:
+    """Rebuild the message of a record read from ``queue_name``'s topic.
+
+    The queue name is taken from the consumer rather than from the value,
+    so a record written by another producer always comes back to the queue
+    it was read from.
+
+    Raises:
+      DecodeError: When the value is not a JSON message.
+    """
+    if value is None:
+        raise DecodeError("The record has no value (a tombstone).", value, None)
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise DecodeError(f"The record value is not JSON: {e}", value, e) from None
+    if not isinstance(data, dict):
+        raise DecodeError(f"The record value is JSON {type(data).__name__}, not an object.", value, None)
+    missing = [name for name in _REQUIRED_FIELDS if not isinstance(data.get(name), str)]
+    if missing:
+        raise DecodeError(f"The record value lacks the string field(s) {', '.join(missing)}.", value, None)
+    fields = {name: data[name] for name in _FIELDS if name in data}
+    for name, kind, json_name in (
+        ("args", list, "array"),
+        ("kwargs", dict, "object"),
+        ("options", dict, "object"),
+    ):
+        if name in fields and not isinstance(fields[name], kind):
+            raise DecodeError(f"The record's field {name!r} is not a JSON {json_name}.", value, None)
+    fields["queue_name"] = queue_name
+    fields["args"] = tuple(fields.get("args", ()))
+    fields.setdefault("kwargs", {})
+    fields.setdefault("options", {})
+    try:
+        return Message(**fields)
+    except TypeError as e:
+        raise DecodeError(f"The record is not a Dramatiq message: {e}", value, e) from None
