@@ -92,7 +92,7 @@ class KafkaBroker(dramatiq.Broker):
         self.request_timeout = request_timeout
         self.fail_fast_default = fail_fast_default
         self.queues: set[str] = set()
-        self.failures_by_queue: dict[str, list[MessageProxy]] = {}
+        self.failures_by_queue: dict[str, list[BaseException]] = {}
 
         self.producer = KafkaProducer({**self.client_config, **(producer_config or {})})
         self.admin = TopicAdmin(self.client_config, group_id, timeout=request_timeout)
@@ -227,7 +227,9 @@ class KafkaBroker(dramatiq.Broker):
         )
 
     def _remember_failure(self, message: MessageProxy) -> None:
-        self.failures_by_queue.setdefault(q_name(message.queue_name), []).append(message)
+        # Keep the exception itself: the worker clears it from the message.
+        error = message._exception or Exception(f"Message {message.message_id} failed with an unknown error")
+        self.failures_by_queue.setdefault(q_name(message.queue_name), []).append(error)
 
     # -- testing helpers -----------------------------------------------------------------------------
 
@@ -252,8 +254,8 @@ class KafkaBroker(dramatiq.Broker):
         self.flush_producer()
         while True:
             if should_fail_fast:
-                for message in self.failures_by_queue.get(q_name(queue_name), []):
-                    raise message._exception or Exception("Message failed with unknown error")
+                for error in self.failures_by_queue.get(q_name(queue_name), []):
+                    raise error
             if self._drained(queue_name) and self._drained(dq_name(queue_name)):
                 return
             if deadline is not None and time.monotonic() >= deadline:
@@ -279,7 +281,7 @@ class KafkaBroker(dramatiq.Broker):
             self.flush(queue_name)
 
     def close(self) -> None:
-        """Deliver what is pending and close the clients."""
+        """Deliver what is pending (logging what could not be) and close the clients."""
         try:
             self.producer.close()
         finally:

@@ -305,7 +305,8 @@ class KafkaConsumer(Consumer):
             message.record,
             message._offsets,
             message_id=message.message_id,
-            attempts=message.options.get("retries", 0) + 1,
+            # Dramatiq counts failed runs in "retries", the last one included.
+            attempts=message.options.get("retries", 0),
             error=message._exception,
         )
 

@@ -106,7 +106,7 @@ class DeadLetterWriter:
                 on_written()
                 return
             self.logger.error(
-                "Could not dead-letter message %s to %r (%s); retrying in %.1fs. Its offset stays uncommitted.",
+                "Could not dead-letter message %s to %r (%s); retrying in %.1fs. Its offset stays uncommitted.",  # noqa: E501
                 message_id,
                 topic,
                 error,

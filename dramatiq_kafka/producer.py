@@ -198,10 +198,12 @@ class KafkaProducer:
                 lines.append(f"{remaining} record(s) still pending after the timeout")
             raise DeliveryError("Some messages were not delivered:\n  " + "\n  ".join(lines), failures)
 
-    def close(self) -> None:
-        """Flush and stop serving delivery reports."""
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Flush (logging what was not delivered) and stop serving reports."""
         try:
-            self.flush()
+            self.flush(timeout)
+        except DeliveryError as e:
+            self.logger.error("%s", e)
         finally:
             self._closed.set()
             self._producer = None

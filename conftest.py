@@ -1,0 +1,58 @@
+"""Fixtures shared by ``tests/`` and ``integration/``: a real Kafka, fresh names."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dramatiq
+import pytest
+from dramatiq import Worker
+
+from dramatiq_kafka import BOOTSTRAP_SERVERS_ENV, KafkaBroker
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import localkafka  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Kafka node for the whole run, or the one named by the environment."""
+    given = os.environ.get(BOOTSTRAP_SERVERS_ENV)
+    if given:
+        yield given
+        return
+    cluster = localkafka.start_single(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield cluster.bootstrap_servers
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A topic-safe name no other test uses: queues, groups, prefixes."""
+    test = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40].strip("-")
+    return f"{test}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def broker(kafka_bootstrap: str, unique_name: str) -> Iterator[KafkaBroker]:
+    """A broker with its own consumer group, set as Dramatiq's global broker."""
+    broker = KafkaBroker(bootstrap_servers=kafka_bootstrap, group_id=f"group-{unique_name}")
+    dramatiq.set_broker(broker)
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def worker(broker: KafkaBroker) -> Iterator[Worker]:
+    """An in-process worker with 8 threads; stopped after the test."""
+    worker = Worker(broker, worker_threads=8, worker_timeout=100)
+    worker.start()
+    yield worker
+    worker.stop()

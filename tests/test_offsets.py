@@ -1,0 +1,98 @@
+"""The committable watermark never passes an unfinished job."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dramatiq_kafka.offsets import PartitionOffsets
+
+
+@st.composite
+def fetched_and_ack_order(draw: st.DrawFn) -> tuple[list[int], list[int]]:
+    # Offsets increase but may have gaps (compaction, transaction markers).
+    gaps = draw(st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=60))
+    start = draw(st.integers(min_value=0, max_value=1000))
+    offsets = [start + sum(gaps[:i]) for i in range(len(gaps))]
+    return offsets, draw(st.permutations(offsets))
+
+
+@given(fetched_and_ack_order())
+def test_watermark_never_passes_an_unacked_offset(case: tuple[list[int], list[int]]) -> None:
+    fetched, acks = case
+    offsets = PartitionOffsets()
+    for offset in fetched:
+        offsets.track(offset)
+
+    acked: set[int] = set()
+    for offset in acks:
+        offsets.mark_done(offset)
+        acked.add(offset)
+        unacked = [o for o in fetched if o not in acked]
+        if unacked:
+            # Committing the watermark says "everything below is done".
+            assert offsets.watermark <= min(unacked)
+            assert offsets.unfinished == len(unacked)
+
+    assert offsets.watermark == fetched[-1] + 1
+    assert offsets.unfinished == 0
+
+
+@given(fetched_and_ack_order(), st.data())
+def test_commit_candidate_is_offered_once_per_move(
+    case: tuple[list[int], list[int]], data: st.DataObject
+) -> None:
+    fetched, acks = case
+    offsets = PartitionOffsets()
+    for offset in fetched:
+        offsets.track(offset)
+    last_committed = -1
+    for offset in acks:
+        offsets.mark_done(offset)
+        if data.draw(st.booleans()):
+            candidate = offsets.commit_candidate()
+            if candidate is not None:
+                assert candidate > last_committed
+                offsets.committed(candidate)
+                last_committed = candidate
+            assert offsets.commit_candidate() is None
+    assert offsets.commit_candidate() in (None, fetched[-1] + 1)
+
+
+def test_acks_of_unknown_or_repeated_offsets_are_ignored() -> None:
+    offsets = PartitionOffsets()
+    offsets.track(5)
+    offsets.track(6)
+    assert not offsets.mark_done(4)
+    assert offsets.mark_done(5)
+    assert not offsets.mark_done(5)
+    assert offsets.watermark == 6
+    assert offsets.unfinished == 1
+
+
+def test_offsets_must_be_tracked_in_order() -> None:
+    offsets = PartitionOffsets()
+    offsets.track(3)
+    with pytest.raises(ValueError, match="out of order"):
+        offsets.track(3)
+
+
+def test_concurrent_acks_reach_the_end() -> None:
+    offsets = PartitionOffsets()
+    for offset in range(10_000):
+        offsets.track(offset)
+
+    def ack(start: int) -> None:
+        for offset in range(start, 10_000, 8):
+            offsets.mark_done(offset)
+
+    threads = [threading.Thread(target=ack, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert offsets.watermark == 10_000
+    assert offsets.unfinished == 0
