@@ -198,7 +198,7 @@ class KafkaProducer:
                 lines.append(f"{remaining} record(s) still pending after the timeout")
             raise DeliveryError("Some messages were not delivered:\n  " + "\n  ".join(lines), failures)
 
-    def close(self, timeout: Optional[float] = None) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Flush (logging what was not delivered) and stop serving reports."""
         try:
             self.flush(timeout)
