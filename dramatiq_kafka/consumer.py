@@ -85,6 +85,9 @@ class KafkaConsumer(Consumer):
         cannot be decoded.
       dead_letter_topic(str): The topic they go to.
       commit_interval(float): Seconds between asynchronous commits.
+      commit_every(int): Commit sooner once this many jobs finished, so a
+        crash repeats at most this many finished jobs (plus those that
+        finished behind a job still running).
       on_dead_letter(callable): Called with each nacked message.
     """
 
@@ -99,6 +102,7 @@ class KafkaConsumer(Consumer):
         dead_letters: DeadLetterWriter,
         dead_letter_topic: str,
         commit_interval: float = 0.5,
+        commit_every: int = 100,
         on_dead_letter: Callable[[MessageProxy], None] | None = None,
     ) -> None:
         self.logger = get_logger(__name__, f"{type(self).__name__}({queue_name})")
@@ -111,6 +115,8 @@ class KafkaConsumer(Consumer):
         self.dead_letters = dead_letters
         self.dead_letter_topic = dead_letter_topic
         self.commit_interval = commit_interval
+        self.commit_every = commit_every
+        self._finished_since_commit = 0
         self.on_dead_letter = on_dead_letter
 
         # Guards the partition table: acks arrive from every worker thread,
@@ -222,7 +228,8 @@ class KafkaConsumer(Consumer):
         deadline = time.monotonic() + self.timeout
         while True:
             now = time.monotonic()
-            if now >= self._next_commit:
+            if now >= self._next_commit or self._finished_since_commit >= self.commit_every:
+                self._finished_since_commit = 0
                 self._commit()
                 self._next_commit = now + self.commit_interval
             proxy = self._hand_out()
@@ -334,6 +341,7 @@ class KafkaConsumer(Consumer):
     def _finish(self, offsets: PartitionOffsets, offset: int) -> None:
         offsets.mark_done(offset)
         with self._room:
+            self._finished_since_commit += 1
             self._room.notify()
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:

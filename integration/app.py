@@ -1,0 +1,50 @@
+"""The application the whole-system tests run under the ``dramatiq`` CLI.
+
+Every execution is appended to a ledger file of its own process, outside
+the worker's memory, so that a test can count executions after a
+``kill -9``.  Configured through the environment:
+
+  DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS  Kafka
+  APP_GROUP, APP_QUEUE              consumer group and queue
+  APP_PARTITIONS                    partitions of the queue's topic
+  APP_LEDGER                        directory of the ledger files
+  APP_CONSUMER_CONFIG               extra librdkafka consumer settings (JSON)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import dramatiq
+
+from dramatiq_kafka import KafkaBroker, QueueConfig
+
+QUEUE = os.environ.get("APP_QUEUE", "default")
+
+broker = KafkaBroker(
+    group_id=os.environ.get("APP_GROUP", "dramatiq"),
+    queues={QUEUE: QueueConfig(partitions=int(os.environ.get("APP_PARTITIONS", "12")))},
+    consumer_config=json.loads(os.environ.get("APP_CONSUMER_CONFIG", "{}")),
+)
+dramatiq.set_broker(broker)
+
+_ledger_fd: int | None = None
+
+
+def ledger_write(line: str) -> None:
+    """Append one line; a single write() survives the process being killed."""
+    global _ledger_fd
+    if _ledger_fd is None:
+        path = os.path.join(os.environ["APP_LEDGER"], f"{os.getpid()}.log")
+        _ledger_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(_ledger_fd, (line + "\n").encode())
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def work(job_id: int, seconds: float = 0.0) -> None:
+    ledger_write(f"start {job_id}")
+    if seconds:
+        time.sleep(seconds)
+    ledger_write(f"done {job_id}")
