@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -75,8 +76,15 @@ def app(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> Iterator[App]
 
 
 def test_two_worker_processes_run_every_job_exactly_once(app: App) -> None:
-    app.send(1000)
     first, second = app.start_worker(threads=8), app.start_worker(threads=8)
+    # Both members hold partitions before the first job is sent.
+    wait_for(
+        lambda: all(
+            re.search(rf"Assigned partitions \[\d.* of '{app.queue}'", w.output()) for w in (first, second)
+        ),
+        timeout=60,
+    )
+    app.send(1000, seconds=0.002)
     app.broker.join(app.queue, timeout=120_000)
     assert first.terminate() == 0, first.output()
     assert second.terminate() == 0, second.output()
