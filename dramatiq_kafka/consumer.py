@@ -125,6 +125,7 @@ class KafkaConsumer(Consumer):
         self._partitions: dict[int, PartitionOffsets] = {}
         self._fetched: deque[KafkaRecord] = deque()
         self._braked = False
+        self._assignment_changed = False
         self._room = threading.Condition()
         self._next_commit = time.monotonic() + commit_interval
         self._closed = False
@@ -146,8 +147,9 @@ class KafkaConsumer(Consumer):
         with self._lock:
             for tp in partitions:
                 self._partitions[tp.partition] = PartitionOffsets()
-        if self._braked:
-            consumer.pause(partitions)
+        # New partitions arrive unpaused: the next brake check pauses them
+        # too when the buffer is still full.
+        self._assignment_changed = True
 
     def _on_revoke(self, consumer: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
         self.logger.info(
@@ -212,9 +214,10 @@ class KafkaConsumer(Consumer):
         # Fetching is paused on a high mark and resumed on a low one, so a
         # busy worker does not flap between the two on every record.
         buffered = len(self._fetched)
-        if not self._braked and buffered >= self.buffer_high:
+        if buffered >= self.buffer_high and (not self._braked or self._assignment_changed):
             self._consumer.pause(self._consumer.assignment())
             self._braked = True
+            self._assignment_changed = False
         elif self._braked and buffered <= self.buffer_high // 2:
             self._consumer.resume(self._consumer.assignment())
             self._braked = False

@@ -29,6 +29,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "linger.ms": 5,
     "compression.type": "lz4",
+    # Keyless jobs go to a random partition each, not in sticky batches
+    # that can leave a partition (and the worker owning it) idle.
+    "sticky.partitioning.linger.ms": 0,
 }
 
 #: How many failed async deliveries are kept for ``flush()`` to report.

@@ -361,6 +361,8 @@ class KafkaNode:
         self._proc: subprocess.Popen[bytes] | None = None
         self._scan_offset = 0
         self._saw_ready_line = False
+        # All nodes of this node's KRaft quorum (a cluster sets it), to know when a majority is gone.
+        self.quorum: list[KafkaNode] = [self]
 
     def __repr__(self) -> str:
         return f"KafkaNode(node_id={self.node_id}, broker_port={self.broker_port}, pid={self.pid})"
@@ -567,28 +569,38 @@ class KafkaNode:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signum)
 
-    def _wait_until(self, deadline: float) -> None:
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-
 
 def stop_nodes(nodes: Iterable[KafkaNode], timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM every running node at once, wait up to ``timeout`` s, then SIGKILL what is left.
 
-    All at once: nodes stopped one by one can leave the last ones waiting on a quorum that is gone.
+    All at once, because a node whose quorum has no majority left cannot finish a controlled shutdown: its
+    broker waits (up to 5 minutes) for a controller that can no longer be elected. Even so, the last nodes
+    of a simultaneous stop can lose that race, so they get SIGKILL as soon as their quorum has lost its
+    majority; waiting could not help them.
     """
     running = [node for node in nodes if node.running]
     for node in running:
         node._signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    for node in running:
-        node._wait_until(deadline)
+    while time.monotonic() < deadline:
+        left = [node for node in running if node.running]
+        if not left:
+            break
+        for node in left:
+            if _quorum_lost(node):
+                node.kill()
+        time.sleep(POLL_INTERVAL)
     for node in running:
         node.kill()
     for node in nodes:
         if not node.running:
             _LIVE_NODES.discard(node)
+
+
+def _quorum_lost(node: KafkaNode) -> bool:
+    """Tell whether fewer than a majority of the node's quorum (itself included) still run."""
+    alive = sum(peer.running for peer in node.quorum)
+    return alive < len(node.quorum) // 2 + 1
 
 
 def wait_nodes_ready(nodes: Sequence[KafkaNode], deadline: float) -> None:
@@ -859,6 +871,7 @@ def _make_nodes(n: int, root: Path, *, sasl: bool, libs: Path, tie_to_parent: bo
         for node_id in range(1, n + 1)
     ]
     for node in nodes:
+        node.quorum = nodes
         node.write_config()
     return nodes
 
@@ -944,7 +957,9 @@ def _stop_pids(state: Mapping[str, Any], timeout: float = STOP_TIMEOUT) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _live_pids(state):
+    majority = len(state.get("nodes", [])) // 2 + 1
+    # As in stop_nodes: once the quorum has lost its majority, the nodes left can only hang.
+    while time.monotonic() < deadline and len(_live_pids(state)) >= majority:
         time.sleep(POLL_INTERVAL)
     for pid in _live_pids(state):
         with contextlib.suppress(ProcessLookupError):
@@ -976,11 +991,12 @@ def cli_start(mode: str, directory: Path, timeout: float) -> int:
             tie_to_parent=False,
             on_launch=record,
         )
-    except LocalKafkaError as exc:
+    except (LocalKafkaError, KeyboardInterrupt) as exc:
+        # launch() has stopped the JVMs already; only the record is left to fix.
         state = _read_state(directory)
         if state is not None:
             _write_state(directory, {**state, "status": "failed"})
-        print(f"localkafka: {exc}", file=sys.stderr)
+        print(f"localkafka: {exc or 'interrupted'}", file=sys.stderr)
         return 1
     _write_state(directory, _state_for(mode, cluster.nodes, users, "ready"))
     print(cluster.bootstrap_servers)

@@ -45,12 +45,15 @@ def read_topic(bootstrap: str, topic: str, *, count: int, timeout: float = 20.0)
 
 
 def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
-    """The group's committed offsets and the end offsets of every partition."""
+    """The group's committed offsets and the end offsets of every partition.
+
+    A partition where the group committed nothing counts as committed at 0.
+    """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
         partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
         tps = [TopicPartition(topic, p) for p in partitions]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+        committed = {tp.partition: max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10)}
         ends = {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
         }

@@ -168,7 +168,7 @@ def test_no_offset_is_committed_past_an_unfinished_job(broker: KafkaBroker, uniq
         wait_for(lambda: len(done) == 19)
         time.sleep(1.5)  # several commit intervals
         committed, _ = committed_and_end(broker.bootstrap_servers, broker.group_id, unique_name)
-        assert committed[0] < 0, "an offset was committed past the unfinished job at offset 0"
+        assert committed == {0: 0}, "an offset was committed past the unfinished job at offset 0"
         release.set()
         broker.join(unique_name, timeout=30_000)
     finally:
@@ -275,7 +275,7 @@ def test_acks_from_a_previous_consumer_are_ignored(broker: KafkaBroker, unique_n
     assert again.message_id == stale.message_id
     time.sleep(1)
     committed, _ = committed_and_end(broker.bootstrap_servers, broker.group_id, unique_name)
-    assert committed[0] < 0
+    assert committed == {0: 0}
     second.ack(again)
     for _ in range(10):
         next(second)
