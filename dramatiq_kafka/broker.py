@@ -221,8 +221,10 @@ class KafkaBroker(dramatiq.Broker):
             config=self.consumer_config,
             prefetch=prefetch,
             timeout=timeout,
+            producer=self.producer,
             dead_letters=self.dead_letters,
             dead_letter_topic=self.dead_letter_topic(queue_name),
+            settle_timeout=self.dispatch.sync_timeout,
             on_dead_letter=self._remember_failure,
         )
 

@@ -23,8 +23,9 @@ from dramatiq.logging import get_logger
 from dramatiq.message import Message
 
 from .dead_letters import DeadLetterWriter
-from .errors import KafkaConnectionError
+from .errors import DeliveryError, KafkaConnectionError
 from .offsets import PartitionOffsets
+from .producer import KafkaProducer
 from .wire import decode_message
 
 #: Settings every worker consumer gets; the user's config may override them.
@@ -81,9 +82,12 @@ class KafkaConsumer(Consumer):
       prefetch(int): The most jobs handed out and not yet acked.  Up to
         ``max(2 * prefetch, 500)`` more records are kept fetched, ready.
       timeout(int): Milliseconds ``__next__`` waits before returning ``None``.
+      producer(KafkaProducer): The process's producer: an ack waits until
+        the records its job enqueued are in Kafka.
       dead_letters(DeadLetterWriter): Writes records that are nacked or
         cannot be decoded.
       dead_letter_topic(str): The topic they go to.
+      settle_timeout(float): Seconds an ack waits for those records.
       commit_interval(float): Seconds between asynchronous commits.
       commit_every(int): Commit sooner once this many jobs finished, so a
         crash repeats at most this many finished jobs (plus those that
@@ -99,8 +103,10 @@ class KafkaConsumer(Consumer):
         config: dict[str, Any],
         prefetch: int,
         timeout: int,
+        producer: KafkaProducer,
         dead_letters: DeadLetterWriter,
         dead_letter_topic: str,
+        settle_timeout: float = 10.0,
         commit_interval: float = 0.5,
         commit_every: int = 100,
         on_dead_letter: Callable[[MessageProxy], None] | None = None,
@@ -112,6 +118,8 @@ class KafkaConsumer(Consumer):
         self.prefetch = max(prefetch, 1)
         self.buffer_high = max(2 * self.prefetch, POLL_BATCH)
         self.timeout = timeout / 1000
+        self.producer = producer
+        self.settle_timeout = settle_timeout
         self.dead_letters = dead_letters
         self.dead_letter_topic = dead_letter_topic
         self.commit_interval = commit_interval
@@ -211,8 +219,9 @@ class KafkaConsumer(Consumer):
     # -- flow control --------------------------------------------------------------------------------
 
     def _apply_brake(self) -> None:
-        # Fetching is paused on a high mark and resumed on a low one, so a
-        # busy worker does not flap between the two on every record.
+        # Fetching is paused on a high mark and resumed on a low one.  The
+        # buffer only grows past its low mark while no job can start (every
+        # slot held by long jobs) and polling goes on regardless.
         buffered = len(self._fetched)
         if buffered >= self.buffer_high and (not self._braked or self._assignment_changed):
             self._consumer.pause(self._consumer.assignment())
@@ -244,11 +253,17 @@ class KafkaConsumer(Consumer):
             wait = min(POLL_SLICE, deadline - now)
             if self._fetched:
                 # Full: wait for an ack, but keep polling so that the group
-                # and librdkafka's fetcher never wait on us.
+                # and librdkafka's fetcher never wait on us.  Checking for room
+                # under the condition's lock is what makes a wake-up unmissable.
                 with self._room:
-                    self._room.wait(wait)
+                    if not self._has_room():
+                        self._room.wait(wait)
                 wait = 0
-            for record in self._consumer.consume(POLL_BATCH, wait):
+            # Take only what keeps the buffer under its low mark: records left
+            # in librdkafka's queue cost nothing, while pausing to shed them
+            # costs a fetch round (up to fetch.wait.max.ms) on resume.
+            wanted = min(POLL_BATCH, max(1, self.buffer_high // 2 - len(self._fetched)))
+            for record in self._consumer.consume(wanted, wait):
                 self._accept(record)
 
     def _accept(self, record: KafkaRecord) -> None:
@@ -299,6 +314,15 @@ class KafkaConsumer(Consumer):
 
     def ack(self, message: MessageProxy) -> None:
         assert isinstance(message, KafkaMessageProxy)
+        if not self.producer.settle_thread_sends(self.settle_timeout):
+            # A retry or follow-up job this job enqueued is not in Kafka:
+            # committing now could lose it.  Left unfinished, the job runs
+            # again after a restart.
+            self.logger.error(
+                "Messages enqueued by %s were not acknowledged by Kafka; its offset stays uncommitted.",
+                message.message_id,
+            )
+            return
         if self._owns(message):
             self._finish(message._offsets, message.offset)
         else:
@@ -306,6 +330,7 @@ class KafkaConsumer(Consumer):
 
     def nack(self, message: MessageProxy) -> None:
         assert isinstance(message, KafkaMessageProxy)
+        self.producer.settle_thread_sends(self.settle_timeout)
         if not self._owns(message):
             self.logger.debug("Ignoring nack of %s: its partition is no longer ours.", message.message_id)
             return
@@ -354,6 +379,11 @@ class KafkaConsumer(Consumer):
 
     def close(self) -> None:
         """Commit what is finished, synchronously, and leave the group."""
+        try:
+            # Dead letters still in flight finish their offsets when delivered.
+            self.producer.flush(self.settle_timeout)
+        except DeliveryError as e:
+            self.logger.error("%s", e)
         try:
             self._commit(asynchronous=False)
         finally:

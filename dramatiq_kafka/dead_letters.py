@@ -10,11 +10,14 @@ from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaRecord
 from dramatiq.logging import get_logger
 
+from .errors import DeliveryError
 from .producer import KafkaProducer
 from .wire import Headers
 
 #: The longest traceback kept in a dead-letter header, in bytes.
 MAX_TRACEBACK_BYTES = 8192
+#: The longest error message kept in a dead-letter header, in bytes.
+MAX_ERROR_MESSAGE_BYTES = 1024
 
 
 def dead_letter_headers(
@@ -47,7 +50,7 @@ def dead_letter_headers(
         trace = "".join(traceback.format_exception(error)).encode()
         headers += [
             ("error_type", type(error).__qualname__.encode()),
-            ("error_message", str(error).encode()),
+            ("error_message", str(error).encode()[:MAX_ERROR_MESSAGE_BYTES]),
             # Keep the end of the trace: the frame that raised is the useful part.
             ("error_traceback", trace[-MAX_TRACEBACK_BYTES:]),
         ]
@@ -101,12 +104,10 @@ class DeadLetterWriter:
         on_written: Callable[[], object],
         backoff: float,
     ) -> None:
-        def on_delivery(error: KafkaError | None) -> None:
-            if error is None:
-                on_written()
-                return
+        def retry_later(error: object) -> None:
             self.logger.error(
-                "Could not dead-letter message %s to %r (%s); retrying in %.1fs. Its offset stays uncommitted.",  # noqa: E501
+                "Could not dead-letter message %s to %r (%s); retrying in %.1fs. "
+                "Its offset stays uncommitted.",
                 message_id,
                 topic,
                 error,
@@ -118,11 +119,20 @@ class DeadLetterWriter:
             timer.daemon = True
             timer.start()
 
-        self.producer.send(
-            topic,
-            record.value(),
-            message_id=message_id,
-            key=record.key(),
-            headers=headers,
-            on_delivery=on_delivery,
-        )
+        def on_delivery(error: KafkaError | None) -> None:
+            if error is None:
+                on_written()
+            else:
+                retry_later(error)
+
+        try:
+            self.producer.send(
+                topic,
+                record.value(),
+                message_id=message_id,
+                key=record.key(),
+                headers=headers,
+                on_delivery=on_delivery,
+            )
+        except DeliveryError as e:
+            retry_later(e)

@@ -59,6 +59,37 @@ class DeliveryReports:
             return failures
 
 
+class ThreadSends:
+    """The sends one thread made since its last job finished.
+
+    A job that enqueues (Dramatiq's retries, a delayed message handed back
+    to its queue, a job sending another) must not be committed before Kafka
+    has those records, or a crash in between would lose them.
+    """
+
+    def __init__(self) -> None:
+        self._settled = threading.Condition()
+        self.pending = 0
+        self.failed = 0
+
+    def sent(self) -> None:
+        with self._settled:
+            self.pending += 1
+
+    def reported(self, error: KafkaError | None) -> None:
+        with self._settled:
+            self.pending -= 1
+            self.failed += error is not None
+            if not self.pending:
+                self._settled.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether every send was delivered within ``timeout`` seconds."""
+        with self._settled:
+            self._settled.wait_for(lambda: not self.pending, timeout)
+            return not self.pending and not self.failed
+
+
 class KafkaProducer:
     """A lazily created, fork-safe wrapper around ``confluent_kafka.Producer``.
 
@@ -76,6 +107,7 @@ class KafkaProducer:
         self._pid: int | None = None
         self._producer: Producer | None = None
         self._closed = threading.Event()
+        self._thread_sends = threading.local()
 
     @property
     def producer(self) -> Producer:
@@ -99,7 +131,20 @@ class KafkaProducer:
 
     def _serve_reports(self, producer: Producer, closed: threading.Event) -> None:
         while not closed.is_set():
-            producer.poll(0.1)
+            try:
+                producer.poll(0.1)
+            except Exception:
+                # poll() re-raises what a callback raised; the thread must live on.
+                self.logger.exception("A delivery callback failed.")
+
+    def settle_thread_sends(self, timeout: float) -> bool:
+        """Wait until the sends this thread made since the last call are
+        delivered; return whether all of them were."""
+        sends: ThreadSends | None = getattr(self._thread_sends, "sends", None)
+        if sends is None:
+            return True
+        self._thread_sends.sends = None
+        return sends.wait(timeout)
 
     def _flush_at_exit(self, producer: Producer) -> None:
         if self._producer is not producer or self._pid != os.getpid():
@@ -128,7 +173,13 @@ class KafkaProducer:
             (too large, unknown topic, local queue full for too long).
         """
 
+        sends: ThreadSends | None = getattr(self._thread_sends, "sends", None)
+        if sends is None:
+            sends = self._thread_sends.sends = ThreadSends()
+        sends.sent()
+
         def report(error: KafkaError | None, _record: Message) -> None:
+            sends.reported(error)
             if error is not None:
                 self.reports.record(message_id, error)
                 self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, error)
@@ -145,6 +196,7 @@ class KafkaProducer:
                 # rather than drop the job.
                 producer.poll(0.1)
             except KafkaException as e:
+                sends.reported(e.args[0])
                 raise DeliveryError(f"Kafka refused message {message_id}: {e.args[0]}") from e
 
     def send_and_wait(
