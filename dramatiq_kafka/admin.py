@@ -79,7 +79,8 @@ class TopicAdmin:
         wanted = {name: spec for name, spec in topics.items() if name not in self._ensured}
         if not wanted:
             return
-        missing = [spec for name, spec in wanted.items() if name not in self.topic_names()]
+        existing = self.topic_names()
+        missing = [spec for name, spec in wanted.items() if name not in existing]
         if missing:
             futures = self.admin.create_topics(missing, request_timeout=self.timeout)
             for name, future in futures.items():

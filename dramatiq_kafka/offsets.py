@@ -18,20 +18,15 @@ class PartitionOffsets:
 
     Offsets must be tracked in the order Kafka delivers them (increasing);
     they may be marked done in any order, from any thread.
-
-    Parameters:
-      committed(int): The position the group had committed when the
-        partition was assigned (the next offset to read), or -1 when
-        unknown.
     """
 
-    def __init__(self, committed: int = -1) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._outstanding: deque[int] = deque()
         self._unfinished: set[int] = set()
         self._done: set[int] = set()
-        self._watermark = committed
-        self._committed = committed
+        self._watermark = -1
+        self._committed = -1
 
     @property
     def unfinished(self) -> int:
