@@ -62,6 +62,12 @@ def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[dict[int,
         consumer.close()
 
 
+def record_count(bootstrap: str, topic: str) -> int:
+    """How many records a topic's partitions hold, in all."""
+    _, ends = committed_and_end(bootstrap, "observer", topic)
+    return sum(ends.values())
+
+
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     from confluent_kafka.admin import NewTopic
 

@@ -15,7 +15,7 @@ from dramatiq.errors import QueueNotFound
 from dramatiq.middleware import CurrentMessage
 
 from dramatiq_kafka import ConfigurationError, DeliveryTimeout, KafkaBroker, QueueConfig
-from tests.helpers import committed_and_end, create_topic, read_topic, wait_for
+from tests.helpers import committed_and_end, create_topic, read_topic, record_count, wait_for
 
 
 def new_broker(bootstrap: str, name: str, **kwargs: object) -> KafkaBroker:
@@ -54,8 +54,7 @@ def test_sync_send_returns_after_kafka_has_the_record(broker: KafkaBroker, uniqu
     def job() -> None: ...
 
     job.send()
-    _, ends = committed_and_end(broker.bootstrap_servers, "observer", unique_name)
-    assert sum(ends.values()) == 1
+    assert record_count(broker.bootstrap_servers, unique_name) == 1
 
 
 def test_async_send_is_delivered_by_flush(broker: KafkaBroker, unique_name: str) -> None:
@@ -65,8 +64,7 @@ def test_async_send_is_delivered_by_flush(broker: KafkaBroker, unique_name: str)
     for _ in range(50):
         job.send()
     broker.flush_producer()
-    _, ends = committed_and_end(broker.bootstrap_servers, "observer", unique_name)
-    assert sum(ends.values()) == 50
+    assert record_count(broker.bootstrap_servers, unique_name) == 50
 
 
 def test_a_message_option_overrides_the_actor_dispatch_method(broker: KafkaBroker, unique_name: str) -> None:
@@ -74,8 +72,7 @@ def test_a_message_option_overrides_the_actor_dispatch_method(broker: KafkaBroke
     def job() -> None: ...
 
     job.send_with_options(dispatch_method="sync")
-    _, ends = committed_and_end(broker.bootstrap_servers, "observer", unique_name)
-    assert sum(ends.values()) == 1
+    assert record_count(broker.bootstrap_servers, unique_name) == 1
 
 
 def test_a_bad_dispatch_method_fails_at_declaration(broker: KafkaBroker, unique_name: str) -> None:
