@@ -255,10 +255,12 @@ class KafkaBroker(dramatiq.Broker):
         should_fail_fast = self.fail_fast_default if fail_fast is None else fail_fast
         self.flush_producer()
         while True:
+            drained = self._drained(queue_name) and self._drained(dq_name(queue_name))
+            # Checked after the drain: a job may fail while the offsets are read.
             if should_fail_fast:
                 for error in self.failures_by_queue.get(q_name(queue_name), []):
                     raise error
-            if self._drained(queue_name) and self._drained(dq_name(queue_name)):
+            if drained:
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 raise QueueJoinTimeout(queue_name)
