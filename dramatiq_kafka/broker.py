@@ -18,7 +18,7 @@ from .admin import TopicAdmin
 from .config import DeadLetter, QueueConfig
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
-from .middleware import BootCheck, DispatchOptions
+from .middleware import BootCheck, DispatchOptions, RecordHeaders
 from .producer import KafkaProducer
 from .wire import encode_message, message_headers
 
@@ -185,6 +185,10 @@ class KafkaBroker(dramatiq.Broker):
         topic = self.topic_name(queue_name)
         value = encode_message(message)
         headers = message_headers(message)
+        for middleware in self.middleware:
+            # Middleware may carry data beside the message (see RecordHeaders).
+            if isinstance(middleware, RecordHeaders):
+                headers += middleware.record_headers(self, message)
         timeout = self.dispatch.sync_timeout_for(self, message)
         if timeout is None:
             self.producer.send(topic, value, message_id=message.message_id, headers=headers)
