@@ -2,8 +2,8 @@
 
 from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
 from .config import DeadLetter, QueueConfig
-from .consumer import KafkaMessageProxy
 from .errors import ConfigurationError, DeliveryError, DeliveryTimeout, KafkaBrokerError, KafkaConnectionError
+from .partitions import KafkaMessageProxy
 
 __version__ = "0.1.0"
 

@@ -12,15 +12,19 @@ from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.common import current_millis, dq_name, q_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 from dramatiq.message import Message
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, Retries
 
 from .admin import TopicAdmin
-from .config import DeadLetter, QueueConfig
+from .config import DeadLetter, QueueConfig, Unset
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
-from .middleware import BootCheck, DispatchOptions, RecordHeaders
+from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders
 from .producer import KafkaProducer
+from .retries import RetryPolicy
 from .wire import encode_message, message_headers
+
+#: Dead letters go to ``{queue}.XQ`` after the default number of retries.
+DEFAULT_DEAD_LETTER = DeadLetter()
 
 #: Where the broker looks for Kafka when ``bootstrap_servers`` is not given.
 BOOTSTRAP_SERVERS_ENV = "DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS"
@@ -47,7 +51,7 @@ class KafkaBroker(dramatiq.Broker):
       queues(dict[str, QueueConfig]): Per-queue topic layout and dead letters.
       default_queue(QueueConfig): The settings of queues not in ``queues``.
       dead_letter(DeadLetter): Where failed jobs go when a queue's config
-        does not say.
+        does not say; ``None``: failed jobs are retried until they succeed.
       create_topics(bool): Whether missing topics are created.
       dispatch_method(str): ``"async"`` (default) or ``"sync"``: whether
         ``send`` waits for Kafka's acknowledgement.
@@ -69,7 +73,7 @@ class KafkaBroker(dramatiq.Broker):
         consumer_config: dict[str, Any] | None = None,
         queues: dict[str, QueueConfig] | None = None,
         default_queue: QueueConfig | None = None,
-        dead_letter: DeadLetter | None = None,
+        dead_letter: DeadLetter | None = DEFAULT_DEAD_LETTER,
         create_topics: bool = True,
         dispatch_method: str = "async",
         sync_timeout: float = 10.0,
@@ -78,6 +82,9 @@ class KafkaBroker(dramatiq.Broker):
         middleware: list[Middleware] | None = None,
     ) -> None:
         super().__init__(middleware=middleware)
+        # Retries happen in place, partition by partition: Dramatiq's own
+        # Retries (re-enqueue with a delay) would run beside them.
+        self.middleware = [m for m in self.middleware if not isinstance(m, Retries)]
         self.bootstrap_servers = (
             bootstrap_servers or os.environ.get(BOOTSTRAP_SERVERS_ENV) or "localhost:9092"
         )
@@ -87,7 +94,7 @@ class KafkaBroker(dramatiq.Broker):
         self.consumer_config = {**self.client_config, **(consumer_config or {}), "group.id": group_id}
         self.queue_configs = dict(queues or {})
         self.default_queue = default_queue or QueueConfig()
-        self.dead_letter = dead_letter or DeadLetter()
+        self.dead_letter = dead_letter
         self.create_topics = create_topics
         self.request_timeout = request_timeout
         self.fail_fast_default = fail_fast_default
@@ -101,6 +108,7 @@ class KafkaBroker(dramatiq.Broker):
         self.dispatch = DispatchOptions(dispatch_method=dispatch_method, sync_timeout=sync_timeout)
         self.add_middleware(self.dispatch)
         self.add_middleware(BootCheck())
+        self.add_middleware(PartitionRetries())
 
     # -- names ---------------------------------------------------------------------------------------
 
@@ -112,10 +120,39 @@ class KafkaBroker(dramatiq.Broker):
         """The topic that holds a queue (or a delay queue)."""
         return f"{self.topic_prefix}{queue_name}"
 
+    def dead_letter_for(self, queue_name: str) -> DeadLetter | None:
+        """A queue's dead-letter settings; ``None`` when it retries forever."""
+        dead_letter = self.queue_config(queue_name).dead_letter
+        return self.dead_letter if isinstance(dead_letter, Unset) else dead_letter
+
     def dead_letter_topic(self, queue_name: str) -> str:
-        """The topic where a queue's failed jobs go."""
-        dead_letter = self.queue_config(queue_name).dead_letter or self.dead_letter
+        """The topic where a queue's failed jobs go (and, even for a queue
+        that retries forever, records that are not jobs at all)."""
+        dead_letter = self.dead_letter_for(queue_name) or DeadLetter()
         return self.topic_prefix + (dead_letter.topic or f"{q_name(queue_name)}.XQ")
+
+    def retry_policy(self, message: MessageProxy) -> RetryPolicy:
+        """How a failed message is retried: the broker's and the queue's
+        settings, overridden by the actor's options, then the message's."""
+        queue = self.queue_config(message.queue_name)
+        dead_letter = self.dead_letter_for(message.queue_name)
+        actor = self.actors.get(message.actor_name)
+        options = {**(actor.options if actor is not None else {}), **message.options}
+        defaults = RetryPolicy()
+        if dead_letter is None:
+            max_retries = None
+        else:
+            max_retries = options.get("max_retries", dead_letter.max_retries)
+            max_retries = defaults.max_retries if max_retries is None else max_retries
+        min_backoff = defaults.min_backoff if queue.min_backoff is None else queue.min_backoff
+        max_backoff = defaults.max_backoff if queue.max_backoff is None else queue.max_backoff
+        return RetryPolicy(
+            max_retries=max_retries,
+            min_backoff=options.get("min_backoff", min_backoff),
+            max_backoff=options.get("max_backoff", max_backoff),
+            independent=dead_letter is not None and dead_letter.independent,
+            retry_when=options.get("retry_when"),
+        )
 
     # -- declaring -----------------------------------------------------------------------------------
 
@@ -228,6 +265,8 @@ class KafkaBroker(dramatiq.Broker):
             producer=self.producer,
             dead_letters=self.dead_letters,
             dead_letter_topic=self.dead_letter_topic(queue_name),
+            retry_policy=self.retry_policy,
+            ordered=self.queue_config(queue_name).ordered,
             settle_timeout=self.dispatch.sync_timeout,
             on_dead_letter=self._remember_failure,
         )

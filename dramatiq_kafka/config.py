@@ -15,10 +15,13 @@ class DeadLetter:
       topic(str): The dead-letter topic, without the broker's
         ``topic_prefix``.  Defaults to ``{queue}.XQ``.
       max_retries(int): How many times a failed job is retried before
-        it is dead-lettered.  ``None`` leaves it to Dramatiq's own
-        ``max_retries`` option.
-      independent(bool): Whether each job gets its own retry budget
-        (reserved for the partition-pause retries).
+        it is dead-lettered, unless the actor or message sets
+        ``max_retries``.  ``None`` leaves it to the next level (default 3).
+      independent(bool): Whether each job gets its own retry budget.  By
+        default the budget belongs to the partition: it is spent by every
+        failure and refilled only when a job succeeds at its first run, so
+        a partition where each retry fails on the next job still ends in
+        the dead-letter topic.
     """
 
     topic: str | None = None
@@ -30,6 +33,16 @@ class DeadLetter:
             raise ConfigurationError(f"DeadLetter(max_retries={self.max_retries!r}): must be 0 or more")
         if self.topic is not None and not self.topic.strip():
             raise ConfigurationError("DeadLetter(topic=''): the topic name must not be empty")
+
+
+class Unset:
+    """The value of a setting left to the broker's default."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset()
 
 
 @dataclass(frozen=True)
@@ -44,14 +57,23 @@ class QueueConfig:
         ``default.replication.factor``.
       topic_config(dict[str, str]): Topic-level settings used when the
         topic is created (``retention.ms``, ``min.insync.replicas``...).
-      dead_letter(DeadLetter): Where failed jobs go.  ``None`` keeps
-        the broker's default.
+      dead_letter(DeadLetter): Where failed jobs go.  Unset, the broker's
+        default; ``None``, nowhere: a failing job is retried until it
+        succeeds.
+      ordered(bool): Run one job per partition at a time.  Otherwise the
+        jobs of a partition run concurrently, except jobs sharing a key.
+      min_backoff(int): Milliseconds before the first retry (default 1000).
+      max_backoff(int): The longest wait between retries, in milliseconds
+        (default 60000): the partition waits that long.
     """
 
     partitions: int | None = None
     replication_factor: int | None = None
     topic_config: dict[str, str] = field(default_factory=dict)
-    dead_letter: DeadLetter | None = None
+    dead_letter: DeadLetter | Unset | None = UNSET
+    ordered: bool = False
+    min_backoff: int | None = None
+    max_backoff: int | None = None
 
     def __post_init__(self) -> None:
         if self.partitions is not None and self.partitions < 1:
@@ -60,3 +82,9 @@ class QueueConfig:
             raise ConfigurationError(
                 f"QueueConfig(replication_factor={self.replication_factor!r}): must be 1 or more"
             )
+        for name in ("min_backoff", "max_backoff"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigurationError(
+                    f"QueueConfig({name}={value!r}): must be a number of milliseconds >= 0"
+                )

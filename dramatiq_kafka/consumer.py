@@ -2,15 +2,19 @@
 
 The thread that iterates it (Dramatiq's ``ConsumerThread``) polls Kafka on
 every call, whatever the jobs are doing: the group membership never depends
-on how long a job runs.  The prefetch limit is a brake applied with
-``pause()``/``resume()``, never by not polling.
+on how long a job runs.  Brakes (a full buffer, a partition waiting for a
+retry or a dead letter) are applied with ``pause()``/``resume()`` per
+partition, never by not polling.
+
+A failed job is retried in place: its partition starts no other job, waits
+out the backoff, and runs the same record again; after its retries it goes
+to the dead-letter topic.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,12 +24,12 @@ from confluent_kafka import Message as KafkaRecord
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.errors import DecodeError
 from dramatiq.logging import get_logger
-from dramatiq.message import Message
 
 from .dead_letters import DeadLetterWriter
 from .errors import DeliveryError, KafkaConnectionError
-from .offsets import PartitionOffsets
+from .partitions import KafkaMessageProxy, PartitionState
 from .producer import KafkaProducer
+from .retries import RetryPolicy
 from .wire import decode_message
 
 #: Settings every worker consumer gets; the user's config may override them.
@@ -50,26 +54,8 @@ POLL_SLICE = 0.1
 #: The most records fetched by one poll.
 POLL_BATCH = 500
 
-
-class KafkaMessageProxy(MessageProxy):
-    """A message together with the record it was read from.
-
-    Attributes:
-      record: The Kafka record (topic, partition, offset, key, headers).
-    """
-
-    def __init__(self, message: Message[Any], record: KafkaRecord, offsets: PartitionOffsets) -> None:
-        super().__init__(message)
-        self.record = record
-        self._offsets = offsets
-
-    @property
-    def partition(self) -> int:
-        return int(self.record.partition() or 0)
-
-    @property
-    def offset(self) -> int:
-        return int(self.record.offset() or 0)
+#: Decides how a failed message is retried.
+RetryPolicyFor = Callable[[MessageProxy], RetryPolicy]
 
 
 class KafkaConsumer(Consumer):
@@ -79,20 +65,21 @@ class KafkaConsumer(Consumer):
       queue_name(str): The Dramatiq queue (what ``message.queue_name`` says).
       topic(str): The topic behind it.
       config(dict): librdkafka consumer settings, ``group.id`` included.
-      prefetch(int): The most jobs handed out and not yet acked.  Up to
-        ``max(2 * prefetch, 500)`` more records are kept fetched, ready.
+      prefetch(int): The most jobs running or waiting in the worker at once.
       timeout(int): Milliseconds ``__next__`` waits before returning ``None``.
       producer(KafkaProducer): The process's producer: an ack waits until
         the records its job enqueued are in Kafka.
-      dead_letters(DeadLetterWriter): Writes records that are nacked or
+      dead_letters(DeadLetterWriter): Writes records that fail for good or
         cannot be decoded.
       dead_letter_topic(str): The topic they go to.
-      settle_timeout(float): Seconds an ack waits for those records.
+      retry_policy(callable): The :class:`RetryPolicy` of a failed message.
+      ordered(bool): Run one job per partition at a time.
+      settle_timeout(float): Seconds an ack waits for its job's sends.
       commit_interval(float): Seconds between asynchronous commits.
       commit_every(int): Commit sooner once this many jobs finished, so a
         crash repeats at most this many finished jobs (plus those that
         finished behind a job still running).
-      on_dead_letter(callable): Called with each nacked message.
+      on_dead_letter(callable): Called with each dead-lettered message.
     """
 
     def __init__(
@@ -106,6 +93,8 @@ class KafkaConsumer(Consumer):
         producer: KafkaProducer,
         dead_letters: DeadLetterWriter,
         dead_letter_topic: str,
+        retry_policy: RetryPolicyFor = lambda message: RetryPolicy(),
+        ordered: bool = False,
         settle_timeout: float = 10.0,
         commit_interval: float = 0.5,
         commit_every: int = 100,
@@ -114,27 +103,30 @@ class KafkaConsumer(Consumer):
         self.logger = get_logger(__name__, f"{type(self).__name__}({queue_name})")
         self.queue_name = queue_name
         self.topic = topic
-        self.group_id = str(config["group.id"])
         self.prefetch = max(prefetch, 1)
-        self.buffer_high = max(2 * self.prefetch, POLL_BATCH)
+        # Fetched records kept ready: in all (low mark), and per partition
+        # before its fetching is paused.
+        self.buffer_low = max(self.prefetch, POLL_BATCH // 2)
+        self.partition_buffer = max(self.prefetch, 100)
         self.timeout = timeout / 1000
         self.producer = producer
-        self.settle_timeout = settle_timeout
         self.dead_letters = dead_letters
         self.dead_letter_topic = dead_letter_topic
+        self.retry_policy = retry_policy
+        self.ordered = ordered
+        self.settle_timeout = settle_timeout
         self.commit_interval = commit_interval
         self.commit_every = commit_every
-        self._finished_since_commit = 0
         self.on_dead_letter = on_dead_letter
 
-        # Guards the partition table: acks arrive from every worker thread,
-        # rebalance callbacks run on the polling thread.
+        # Guards the partition table and every PartitionState: acks arrive
+        # from worker threads, rebalance callbacks run on the polling thread.
         self._lock = threading.Lock()
-        self._partitions: dict[int, PartitionOffsets] = {}
-        self._fetched: deque[KafkaRecord] = deque()
-        self._braked = False
-        self._assignment_changed = False
+        self._partitions: dict[int, PartitionState] = {}
+        self._cursor = 0
+        # Notified whenever a job ends: a slot or a key may be free again.
         self._room = threading.Condition()
+        self._finished_since_commit = 0
         self._next_commit = time.monotonic() + commit_interval
         self._closed = False
 
@@ -154,10 +146,7 @@ class KafkaConsumer(Consumer):
         )
         with self._lock:
             for tp in partitions:
-                self._partitions[tp.partition] = PartitionOffsets()
-        # New partitions arrive unpaused: the next brake check pauses them
-        # too when the buffer is still full.
-        self._assignment_changed = True
+                self._partitions[tp.partition] = PartitionState(tp.partition)
 
     def _on_revoke(self, consumer: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
         self.logger.info(
@@ -175,11 +164,11 @@ class KafkaConsumer(Consumer):
         self._forget(partitions)
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
-        lost = {tp.partition for tp in partitions}
+        # Fetched records, a pending retry and the offsets go with the
+        # partition: its new owner starts again from the committed offset.
         with self._lock:
-            for partition in lost:
-                self._partitions.pop(partition, None)
-            self._fetched = deque(record for record in self._fetched if record.partition() not in lost)
+            for tp in partitions:
+                self._partitions.pop(tp.partition, None)
 
     # -- committing ----------------------------------------------------------------------------------
 
@@ -189,20 +178,17 @@ class KafkaConsumer(Consumer):
             return
         with self._lock:
             for tp in partitions:
-                offsets = self._partitions.get(tp.partition)
-                if tp.error is None and offsets is not None:
-                    offsets.committed(tp.offset)
+                state = self._partitions.get(tp.partition)
+                if tp.error is None and state is not None:
+                    state.offsets.committed(tp.offset)
 
     def _commit(self, partitions: Iterable[int] | None = None, *, asynchronous: bool = True) -> None:
         with self._lock:
-            chosen = (
-                self._partitions
-                if partitions is None
-                else {p: self._partitions[p] for p in partitions if p in self._partitions}
-            )
+            wanted = self._partitions.keys() if partitions is None else set(partitions)
             candidates = []
-            for partition, offsets in chosen.items():
-                watermark = offsets.commit_candidate()
+            for partition in wanted:
+                state = self._partitions.get(partition)
+                watermark = state.offsets.commit_candidate() if state is not None else None
                 if watermark is not None:
                     candidates.append(TopicPartition(self.topic, partition, watermark))
         if not candidates:
@@ -218,21 +204,36 @@ class KafkaConsumer(Consumer):
 
     # -- flow control --------------------------------------------------------------------------------
 
-    def _apply_brake(self) -> None:
-        # Fetching is paused on a high mark and resumed on a low one.  The
-        # buffer only grows past its low mark while no job can start (every
-        # slot held by long jobs) and polling goes on regardless.
-        buffered = len(self._fetched)
-        if buffered >= self.buffer_high and (not self._braked or self._assignment_changed):
-            self._consumer.pause(self._consumer.assignment())
-            self._braked = True
-            self._assignment_changed = False
-        elif self._braked and buffered <= self.buffer_high // 2:
-            self._consumer.resume(self._consumer.assignment())
-            self._braked = False
+    def _apply_brakes(self) -> None:
+        """Pause fetching for partitions that are blocked or whose buffer is
+        full; resume the others."""
+        changes: dict[bool, list[TopicPartition]] = {True: [], False: []}
+        with self._lock:
+            for state in self._partitions.values():
+                pause = state.blocked or len(state.buffer) >= self.partition_buffer
+                if pause != state.paused:
+                    state.paused = pause
+                    changes[pause].append(TopicPartition(self.topic, state.partition))
+        if changes[True]:
+            self._consumer.pause(changes[True])
+        if changes[False]:
+            self._consumer.resume(changes[False])
 
     def _has_room(self) -> bool:
-        return sum(offsets.unfinished for offsets in self._partitions.values()) < self.prefetch
+        return sum(state.running for state in self._partitions.values()) < self.prefetch
+
+    def _startable(self, state: PartitionState, now: float) -> bool:
+        """Whether the next job of ``state`` may start now."""
+        if state.retry is not None:
+            return now >= state.retry_at
+        if state.dead_letters_pending or not state.buffer:
+            return False
+        if self.ordered and state.offsets.unfinished:
+            return False
+        key = state.buffer[0].key()
+        # Jobs sharing a key never run at once; a later key waits its turn
+        # behind a busy one, which keeps each key in order.
+        return not (isinstance(key, bytes) and state.keys[key])
 
     # -- the iterator --------------------------------------------------------------------------------
 
@@ -244,34 +245,43 @@ class KafkaConsumer(Consumer):
                 self._finished_since_commit = 0
                 self._commit()
                 self._next_commit = now + self.commit_interval
-            proxy = self._hand_out()
+            proxy = self._hand_out(now)
             if proxy is not None:
                 return proxy
             if now >= deadline:
                 return None
-            self._apply_brake()
+            self._apply_brakes()
             wait = min(POLL_SLICE, deadline - now)
-            if self._fetched:
-                # Full: wait for an ack, but keep polling so that the group
-                # and librdkafka's fetcher never wait on us.  Checking for room
-                # under the condition's lock is what makes a wake-up unmissable.
+            with self._lock:
+                waiting = [s for s in self._partitions.values() if s.buffer or s.retry is not None]
+                buffered = sum(len(s.buffer) for s in self._partitions.values() if not s.paused)
+            if waiting:
+                # Records wait for a slot, a key, a retry: wait for a job to end
+                # (or the next retry to fall due), but keep polling so that the
+                # group and librdkafka's fetcher never wait on us.
+                due = min((s.retry_at for s in waiting if s.retry is not None), default=now + wait)
                 with self._room:
-                    if not self._has_room():
-                        self._room.wait(wait)
+                    if not self._hand_out_possible(now):
+                        self._room.wait(max(0.0, min(wait, due - now)))
                 wait = 0
             # Take only what keeps the buffer under its low mark: records left
             # in librdkafka's queue cost nothing, while pausing to shed them
             # costs a fetch round (up to fetch.wait.max.ms) on resume.
-            wanted = min(POLL_BATCH, max(1, self.buffer_high // 2 - len(self._fetched)))
+            wanted = min(POLL_BATCH, max(1, self.buffer_low - buffered))
             for record in self._consumer.consume(wanted, wait):
                 self._accept(record)
+
+    def _hand_out_possible(self, now: float) -> bool:
+        with self._lock:
+            return self._has_room() and any(self._startable(s, now) for s in self._partitions.values())
 
     def _accept(self, record: KafkaRecord) -> None:
         error = record.error()
         if error is None:
             with self._lock:
-                if record.partition() in self._partitions:
-                    self._fetched.append(record)
+                state = self._partitions.get(record.partition() or 0)
+                if state is not None:
+                    state.buffer.append(record)
             return
         if error.fatal() or error.code() in (
             KafkaError._AUTHENTICATION,
@@ -280,41 +290,85 @@ class KafkaConsumer(Consumer):
             raise KafkaConnectionError(f"Consumer of {self.topic!r} failed: {error.str()}")
         self.logger.warning("Consumer of %r: %s", self.topic, error.str())
 
-    def _hand_out(self) -> MessageProxy | None:
-        """Turn the next fetched record into a message, when a job may start."""
+    def _hand_out(self, now: float) -> MessageProxy | None:
+        """The next job that may start, if any: a retry that fell due, or the
+        next fetched record of a partition, taking partitions in turn."""
         while True:
             with self._lock:
-                if not self._fetched or not self._has_room():
+                if not self._has_room():
                     return None
-                record = self._fetched.popleft()
-                offsets = self._partitions.get(record.partition() or 0)
-                if offsets is None:
-                    continue
-                offsets.track(record.offset() or 0)
+                states = list(self._partitions.values())
+                for i in range(len(states)):
+                    state = states[(self._cursor + i) % len(states)]
+                    if self._startable(state, now):
+                        self._cursor += i + 1
+                        break
+                else:
+                    return None
+                if state.retry is not None:
+                    proxy, state.retry = state.retry, None
+                    self._start(state, proxy.record)
+                    return proxy
+                record = state.buffer.popleft()
+                state.offsets.track(record.offset() or 0)
+                self._start(state, record)
             try:
                 message = decode_message(record.value(), self.queue_name)
             except DecodeError as e:
                 self.logger.error(
-                    "Record %s/%s@%s cannot be decoded (%s); moving it to %r.",
+                    "Record %s/%s@%s cannot be decoded (%s).",
                     record.topic(),
                     record.partition(),
                     record.offset(),
                     e,
-                    self.dead_letter_topic,
                 )
-                self._dead_letter(record, offsets, message_id="", attempts=0, reason=str(e))
+                self._end(state, record)
+                self._dead_letter(state, record, message_id="", attempts=0, reason=str(e))
                 continue
-            return KafkaMessageProxy(message, record, offsets)
+            return KafkaMessageProxy(message, record, state)
+
+    @staticmethod
+    def _start(state: PartitionState, record: KafkaRecord) -> None:
+        key = record.key()
+        if isinstance(key, bytes):
+            state.keys[key] += 1
+
+    def _end(self, state: PartitionState, record: KafkaRecord) -> None:
+        """A run is over (whatever its outcome): free its key and its slot."""
+        key = record.key()
+        with self._lock:
+            if isinstance(key, bytes):
+                state.keys[key] -= 1
+                if state.keys[key] <= 0:
+                    del state.keys[key]
+        with self._room:
+            self._room.notify()
 
     # -- acks ----------------------------------------------------------------------------------------
 
     def _owns(self, proxy: KafkaMessageProxy) -> bool:
         with self._lock:
-            return not self._closed and self._partitions.get(proxy.partition) is proxy._offsets
+            return not self._closed and self._partitions.get(proxy.partition) is proxy._state
 
     def ack(self, message: MessageProxy) -> None:
+        """A job ended without being rejected: done, failed for a retry, or
+        stopped by the interpreter exiting."""
         assert isinstance(message, KafkaMessageProxy)
-        if not self.producer.settle_thread_sends(self.settle_timeout):
+        settled = self.producer.settle_thread_sends(self.settle_timeout)
+        if not self._owns(message):
+            self.logger.debug("Ignoring ack of %s: its partition is no longer ours.", message.message_id)
+            return
+        state, error = message._state, message._exception
+        self._end(state, message.record)
+        if error is not None and not isinstance(error, Exception):
+            # SystemExit, KeyboardInterrupt: the job did not fail, it was cut
+            # short.  Never dead-lettered, never committed: it runs again.
+            with self._lock:
+                state.abandoned += 1
+            self.logger.warning("%s was stopped by %s; it stays uncommitted.", message, type(error).__name__)
+        elif error is not None:
+            self._failed(message, error)
+        elif not settled:
             # A retry or follow-up job this job enqueued is not in Kafka:
             # committing now could lose it.  Left unfinished, the job runs
             # again after a restart.
@@ -322,40 +376,89 @@ class KafkaConsumer(Consumer):
                 "Messages enqueued by %s were not acknowledged by Kafka; its offset stays uncommitted.",
                 message.message_id,
             )
-            return
-        if self._owns(message):
-            self._finish(message._offsets, message.offset)
         else:
-            self.logger.debug("Ignoring ack of %s: its partition is no longer ours.", message.message_id)
+            with self._lock:
+                if message.offset == state.failing_offset:
+                    state.failing_offset = None
+                elif message.failures == 0 and state.failing_offset is None:
+                    state.streak = 0
+            self._finish(state, message.offset)
+
+    def _failed(self, message: KafkaMessageProxy, error: Exception) -> None:
+        state = message._state
+        policy = self.retry_policy(message)
+        with self._lock:
+            message.failures += 1
+            state.streak += 1
+            budget = message.failures if policy.independent else state.streak
+            retry = policy.should_retry(budget, error)
+            if retry:
+                delay = policy.backoff(message.failures) / 1000
+                message.options["retries"] = message.failures
+                state.failing_offset = message.offset
+                state.retry = message
+                state.retry_at = time.monotonic() + delay
+            else:
+                state.streak = 0
+                state.failing_offset = None
+        if retry:
+            self.logger.warning(
+                "%s failed (%s: %s); partition %d waits %.1fs and runs it again (attempt %d).",
+                message,
+                type(error).__name__,
+                error,
+                state.partition,
+                delay,
+                message.failures + 1,
+            )
+            return
+        self.logger.error(
+            "%s failed %d time(s); moving it to %r.", message, message.failures, self.dead_letter_topic
+        )
+        self._reject(message)
 
     def nack(self, message: MessageProxy) -> None:
+        """A job was rejected (an unknown actor, a ``throws`` exception)."""
         assert isinstance(message, KafkaMessageProxy)
         self.producer.settle_thread_sends(self.settle_timeout)
         if not self._owns(message):
             self.logger.debug("Ignoring nack of %s: its partition is no longer ours.", message.message_id)
             return
+        self._end(message._state, message.record)
+        self._reject(message)
+
+    def _reject(self, message: KafkaMessageProxy) -> None:
         if self.on_dead_letter is not None:
             self.on_dead_letter(message)
         self._dead_letter(
+            message._state,
             message.record,
-            message._offsets,
             message_id=message.message_id,
-            # Dramatiq counts failed runs in "retries", the last one included.
-            attempts=message.options.get("retries", 0),
+            attempts=message.failures or int(message.options.get("retries", 0)),
             error=message._exception,
         )
 
     def _dead_letter(
         self,
+        state: PartitionState,
         record: KafkaRecord,
-        offsets: PartitionOffsets,
         *,
         message_id: str,
         attempts: int,
         error: BaseException | None = None,
         reason: str | None = None,
     ) -> None:
+        """Write ``record`` to the dead-letter topic; the partition starts no
+        job until Kafka has it, then its offset is finished."""
         offset = record.offset() or 0
+        with self._lock:
+            state.dead_letters_pending += 1
+
+        def written() -> None:
+            with self._lock:
+                state.dead_letters_pending -= 1
+            self._finish(state, offset)
+
         self.dead_letters.write(
             self.dead_letter_topic,
             record,
@@ -363,11 +466,11 @@ class KafkaConsumer(Consumer):
             attempts=attempts,
             error=error,
             reason=reason,
-            on_written=lambda: self._finish(offsets, offset),
+            on_written=written,
         )
 
-    def _finish(self, offsets: PartitionOffsets, offset: int) -> None:
-        offsets.mark_done(offset)
+    def _finish(self, state: PartitionState, offset: int) -> None:
+        state.offsets.mark_done(offset)
         with self._room:
             self._finished_since_commit += 1
             self._room.notify()
@@ -390,5 +493,4 @@ class KafkaConsumer(Consumer):
             with self._lock:
                 self._closed = True
                 self._partitions.clear()
-                self._fetched.clear()
             self._consumer.close()

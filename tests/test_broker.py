@@ -311,29 +311,3 @@ def test_flush_drops_pending_records(broker: KafkaBroker, unique_name: str) -> N
     finally:
         worker.stop()
     assert ran == []
-
-
-def test_a_retried_job_runs_again_through_the_delay_topic(broker: KafkaBroker, unique_name: str) -> None:
-    attempts: list[float] = []
-
-    @dramatiq.actor(queue_name=unique_name, max_retries=1, min_backoff=200, max_backoff=200)
-    def flaky() -> None:
-        attempts.append(time.monotonic())
-        if len(attempts) == 1:
-            raise RuntimeError("first attempt fails")
-
-    flaky.send()
-    worker = Worker(broker, worker_threads=2, worker_timeout=100)
-    worker.start()
-    try:
-        broker.join(unique_name, timeout=30_000)
-    finally:
-        worker.stop()
-
-    assert len(attempts) == 2
-    assert attempts[1] - attempts[0] >= 0.2
-    # The retry went through the delay topic and came back to the queue.
-    for queue, records in ((unique_name, 2), (f"{unique_name}.DQ", 1)):
-        committed, ends = committed_and_end(broker.bootstrap_servers, broker.group_id, queue)
-        assert committed == ends
-        assert sum(ends.values()) == records

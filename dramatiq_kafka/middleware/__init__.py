@@ -3,5 +3,6 @@
 from .boot import BootCheck
 from .dispatch import DISPATCH_METHODS, DispatchOptions
 from .headers import RecordHeaders
+from .retries import PartitionRetries
 
-__all__ = ["DISPATCH_METHODS", "BootCheck", "DispatchOptions", "RecordHeaders"]
+__all__ = ["DISPATCH_METHODS", "BootCheck", "DispatchOptions", "PartitionRetries", "RecordHeaders"]

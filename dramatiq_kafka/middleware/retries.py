@@ -1,0 +1,39 @@
+"""Retries in place, by partition pause: the options, and what is never retried."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from ..partitions import KafkaMessageProxy
+
+
+class PartitionRetries(Middleware):
+    """Takes the place of Dramatiq's ``Retries`` on a ``KafkaBroker``.
+
+    It declares the same actor options (``max_retries``, ``min_backoff``,
+    ``max_backoff``, ``retry_when``, ``throws``); the consumer does the
+    retrying: a failed job's partition pauses, waits out the backoff and
+    runs the same record again, then dead-letters it after its retries.
+    An exception listed in ``throws`` is not retried: the job is
+    dead-lettered at once.
+    """
+
+    actor_options = {"max_retries", "min_backoff", "max_backoff", "retry_when", "throws"}
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if exception is None or not isinstance(message, KafkaMessageProxy):
+            return
+        actor = broker.actors.get(message.actor_name)
+        throws = message.options.get("throws") or (actor.options.get("throws") if actor else None)
+        if throws and isinstance(exception, throws):
+            message.fail()

@@ -1,0 +1,88 @@
+"""What a consumer knows of each assigned partition, and the messages it hands out."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Any
+
+from confluent_kafka import Message as KafkaRecord
+from dramatiq.broker import MessageProxy
+from dramatiq.message import Message
+
+from .offsets import PartitionOffsets
+
+
+class KafkaMessageProxy(MessageProxy):
+    """A message together with the record it was read from.
+
+    Attributes:
+      record: The Kafka record (topic, partition, offset, key, headers).
+      failures(int): How many runs of this job failed so far; also in
+        ``message.options["retries"]`` while it is retried.
+    """
+
+    def __init__(self, message: Message[Any], record: KafkaRecord, state: PartitionState) -> None:
+        super().__init__(message)
+        self.record = record
+        self.failures = 0
+        self._state = state
+
+    @property
+    def partition(self) -> int:
+        return int(self.record.partition() or 0)
+
+    @property
+    def offset(self) -> int:
+        return int(self.record.offset() or 0)
+
+    @property
+    def key(self) -> bytes | None:
+        key = self.record.key()
+        return key if isinstance(key, bytes) else None
+
+
+class PartitionState:
+    """One assigned partition: its fetched records, its running jobs' keys,
+    its offsets, and the retry it waits for.
+
+    All of it is guarded by the consumer's lock.
+
+    Attributes:
+      buffer: Records fetched and not yet handed out, in offset order.
+      offsets: Offsets handed out, finished, committable.
+      keys: Keys of the jobs running now, with their counts.
+      retry: The failed job waiting for its backoff, and ``retry_at``
+        (monotonic seconds) when it runs again.
+      dead_letters_pending: Dead letters written but not yet acknowledged.
+      abandoned: Jobs stopped by ``SystemExit``/``KeyboardInterrupt``,
+        left unfinished on purpose.
+      streak: Failures since a job last succeeded at its first run while
+        nothing failed: the partition's retry budget spent.
+      failing_offset: The offset of the job being retried, if any.
+      paused: Whether fetching is paused for this partition.
+    """
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.buffer: deque[KafkaRecord] = deque()
+        self.offsets = PartitionOffsets()
+        self.keys: Counter[bytes] = Counter()
+        self.retry: KafkaMessageProxy | None = None
+        self.retry_at = 0.0
+        self.dead_letters_pending = 0
+        self.abandoned = 0
+        self.streak = 0
+        self.failing_offset: int | None = None
+        self.paused = False
+
+    @property
+    def blocked(self) -> bool:
+        """Whether no job of this partition may start (a retry or a dead
+        letter is pending)."""
+        return self.retry is not None or self.dead_letters_pending > 0
+
+    @property
+    def running(self) -> int:
+        """Jobs handed out and still running (what counts against prefetch)."""
+        idle = (self.retry is not None) + self.dead_letters_pending + self.abandoned
+        return self.offsets.unfinished - idle
