@@ -133,6 +133,7 @@ class DeadLetterWriter:
                 key=record.key(),
                 headers=headers,
                 on_delivery=on_delivery,
+                retried_by_caller=True,
             )
         except DeliveryError as e:
             retry_later(e)

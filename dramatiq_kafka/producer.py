@@ -137,6 +137,12 @@ class KafkaProducer:
                 # poll() re-raises what a callback raised; the thread must live on.
                 self.logger.exception("A delivery callback failed.")
 
+    def _sends_of_this_thread(self) -> ThreadSends:
+        sends: ThreadSends | None = getattr(self._thread_sends, "sends", None)
+        if sends is None:
+            sends = self._thread_sends.sends = ThreadSends()
+        return sends
+
     def settle_thread_sends(self, timeout: float) -> bool:
         """Wait until the sends this thread made since the last call are
         delivered; return whether all of them were."""
@@ -162,25 +168,27 @@ class KafkaProducer:
         key: bytes | None = None,
         headers: Headers | None = None,
         on_delivery: DeliveryCallback | None = None,
+        retried_by_caller: bool = False,
     ) -> None:
         """Hand a record to librdkafka and return at once.
 
-        A failed delivery is logged and counted, and ``on_delivery`` (if
-        given) is called from the delivery-report thread.
+        A failed delivery is logged and counted for :meth:`flush` to raise,
+        and the thread's next :meth:`settle_thread_sends` waits for it; not
+        so when ``retried_by_caller`` (the caller sees every outcome through
+        ``on_delivery`` and sends again).  ``on_delivery`` is called from the
+        delivery-report thread.
 
         Raises:
           DeliveryError: When librdkafka refuses the record outright
             (too large, unknown topic, local queue full for too long).
         """
 
-        sends: ThreadSends | None = getattr(self._thread_sends, "sends", None)
-        if sends is None:
-            sends = self._thread_sends.sends = ThreadSends()
+        sends = ThreadSends() if retried_by_caller else self._sends_of_this_thread()
         sends.sent()
 
         def report(error: KafkaError | None, _record: Message) -> None:
             sends.reported(error)
-            if error is not None:
+            if error is not None and not retried_by_caller:
                 self.reports.record(message_id, error)
                 self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, error)
             if on_delivery is not None:

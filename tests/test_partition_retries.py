@@ -12,6 +12,14 @@ import dramatiq
 import orjson
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 from dramatiq import Worker
 from dramatiq.middleware import CurrentMessage
 
@@ -286,3 +294,71 @@ def test_system_exit_is_neither_dead_lettered_nor_committed(
     assert runs.count(0) == 2
     committed, _ = committed_and_end(broker.bootstrap_servers, broker.group_id, unique_name)
     assert committed == {0: 2}
+
+
+def test_an_unwritable_dead_letter_topic_holds_the_offset_until_it_accepts_the_record(
+    make_broker: Callable[..., KafkaBroker], unique_name: str
+) -> None:
+    broker = make_broker(partitions=1, dead_letter=DeadLetter(topic=f"{unique_name}.dead", max_retries=0))
+    dead_topic = f"{unique_name}.dead"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    # A dead-letter topic that refuses records as large as ours.
+    admin.create_topics([NewTopic(dead_topic, 1, 1, config={"max.message.bytes": "64"})])[dead_topic].result(
+        10
+    )
+
+    @dramatiq.actor(queue_name=unique_name)
+    def job() -> None:
+        raise RuntimeError("x" * 200)
+
+    job.send()
+    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        time.sleep(3)
+        committed, _ = committed_and_end(broker.bootstrap_servers, broker.group_id, unique_name)
+        assert committed == {0: 0}, "committed before the dead letter was written"
+        assert record_count(broker.bootstrap_servers, dead_topic) == 0
+
+        bigger = ConfigEntry("max.message.bytes", "1048576", incremental_operation=AlterConfigOpType.SET)
+        resource = ConfigResource(ResourceType.TOPIC, dead_topic, incremental_configs=[bigger])
+        admin.incremental_alter_configs([resource])[resource].result(10)
+        broker.join(unique_name, timeout=90_000)
+    finally:
+        worker.stop()
+    [dead] = read_topic(broker.bootstrap_servers, dead_topic, count=1)
+    assert dead.headers["error_type"] == b"RuntimeError"
+
+
+def test_jobs_sharing_a_key_never_run_at_once_and_keep_their_order(
+    make_broker: Callable[..., KafkaBroker], unique_name: str
+) -> None:
+    broker = make_broker(partitions=1)
+    lock = threading.Lock()
+    running: Counter[str] = Counter()
+    overlap = {"same key": 0, "any": 0}
+    order: dict[str, list[int]] = {"a": [], "b": []}
+
+    @dramatiq.actor(queue_name=unique_name)
+    def job(key: str, i: int) -> None:
+        with lock:
+            running[key] += 1
+            overlap["same key"] = max(overlap["same key"], running[key])
+            overlap["any"] = max(overlap["any"], sum(running.values()))
+            order[key].append(i)
+        time.sleep(0.05)
+        with lock:
+            running[key] -= 1
+
+    broker.ensure_topics(unique_name)
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    for i in range(10):
+        for key in ("a", "b"):
+            message = job.message(key, i)
+            producer.produce(
+                unique_name, encode_message(message), key=key.encode(), headers=message_headers(message)
+            )
+    producer.flush(10)
+    run(broker, unique_name, threads=8)
+    assert overlap == {"same key": 1, "any": 2}
+    assert order == {"a": list(range(10)), "b": list(range(10))}
