@@ -369,7 +369,7 @@ class KafkaConsumer(Consumer):
         elif error is not None:
             self._failed(message, error)
         elif not settled:
-            # A retry or follow-up job this job enqueued is not in Kafka:
+            # A job (or delayed message) this job enqueued is not in Kafka:
             # committing now could lose it.  Left unfinished, the job runs
             # again after a restart.
             self.logger.error(
