@@ -58,13 +58,18 @@ def main() -> None:
     try:
         stub = StubBroker()
         stub_rates = measure(stub, "default", jobs, lambda: None)
-        queue = f"bench-{uuid.uuid4().hex[:8]}"
-        kafka = KafkaBroker(
-            bootstrap_servers=bootstrap, group_id=f"group-{queue}", queues={queue: QueueConfig(partitions=12)}
-        )
-        kafka.ensure_topics(queue)  # topic creation is not part of the enqueue rate
-        kafka_rates = measure(kafka, queue, jobs, kafka.flush_producer)
-        kafka.close()
+        # The first round warms up the broker's JIT (a fresh JVM is several
+        # times slower); the second is the one reported.
+        for _ in range(2):
+            queue = f"bench-{uuid.uuid4().hex[:8]}"
+            kafka = KafkaBroker(
+                bootstrap_servers=bootstrap,
+                group_id=f"group-{queue}",
+                queues={queue: QueueConfig(partitions=12)},
+            )
+            kafka.ensure_topics(queue)  # topic creation is not part of the enqueue rate
+            kafka_rates = measure(kafka, queue, jobs, kafka.flush_producer)
+            kafka.close()
     finally:
         if cluster is not None:
             cluster.stop()

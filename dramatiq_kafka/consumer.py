@@ -104,10 +104,12 @@ class KafkaConsumer(Consumer):
         self.queue_name = queue_name
         self.topic = topic
         self.prefetch = max(prefetch, 1)
-        # Fetched records kept ready: in all (low mark), and per partition
-        # before its fetching is paused.
+        # Fetched records kept ready, in all: polls take no more than this.
         self.buffer_low = max(self.prefetch, POLL_BATCH // 2)
-        self.partition_buffer = max(self.prefetch, 100)
+        # A partition whose jobs cannot start (every slot held by long jobs)
+        # still gets a record per poll; past this its fetching is paused.
+        # High, because each resume costs a fetch round (fetch.wait.max.ms).
+        self.partition_buffer = max(4 * self.prefetch, 1000)
         self.timeout = timeout / 1000
         self.producer = producer
         self.dead_letters = dead_letters
@@ -128,6 +130,7 @@ class KafkaConsumer(Consumer):
         self._room = threading.Condition()
         self._finished_since_commit = 0
         self._next_commit = time.monotonic() + commit_interval
+        self._next_poll = 0.0
         self._closed = False
 
         defaults = dict(CONSUMER_DEFAULTS)
@@ -267,6 +270,9 @@ class KafkaConsumer(Consumer):
             # Take only what keeps the buffer under its low mark: records left
             # in librdkafka's queue cost nothing, while pausing to shed them
             # costs a fetch round (up to fetch.wait.max.ms) on resume.
+            if wait == 0 and buffered >= self.buffer_low and now < self._next_poll:
+                continue  # enough is buffered; poll again at the next slice
+            self._next_poll = now + POLL_SLICE
             wanted = min(POLL_BATCH, max(1, self.buffer_low - buffered))
             for record in self._consumer.consume(wanted, wait):
                 self._accept(record)
@@ -322,7 +328,7 @@ class KafkaConsumer(Consumer):
                     record.offset(),
                     e,
                 )
-                self._end(state, record)
+                self._release_key(state, record)
                 self._dead_letter(state, record, message_id="", attempts=0, reason=str(e))
                 continue
             return KafkaMessageProxy(message, record, state)
@@ -333,14 +339,17 @@ class KafkaConsumer(Consumer):
         if isinstance(key, bytes):
             state.keys[key] += 1
 
-    def _end(self, state: PartitionState, record: KafkaRecord) -> None:
-        """A run is over (whatever its outcome): free its key and its slot."""
+    def _release_key(self, state: PartitionState, record: KafkaRecord) -> None:
+        """A run is over, whatever its outcome: its key is free."""
         key = record.key()
-        with self._lock:
-            if isinstance(key, bytes):
+        if isinstance(key, bytes):
+            with self._lock:
                 state.keys[key] -= 1
                 if state.keys[key] <= 0:
                     del state.keys[key]
+
+    def _wake(self) -> None:
+        """Tell the polling thread a slot, a key or a partition may be free."""
         with self._room:
             self._room.notify()
 
@@ -359,23 +368,18 @@ class KafkaConsumer(Consumer):
             self.logger.debug("Ignoring ack of %s: its partition is no longer ours.", message.message_id)
             return
         state, error = message._state, message._exception
-        self._end(state, message.record)
-        if error is not None and not isinstance(error, Exception):
+        self._release_key(state, message.record)
+        if error is not None and isinstance(error, Exception):
+            self._failed(message, error)
+        elif error is not None or not settled:
             # SystemExit, KeyboardInterrupt: the job did not fail, it was cut
-            # short.  Never dead-lettered, never committed: it runs again.
+            # short.  Or a job it enqueued is not in Kafka, and committing
+            # could lose that one.  Never committed, never dead-lettered: it
+            # runs again after a restart.
             with self._lock:
                 state.abandoned += 1
-            self.logger.warning("%s was stopped by %s; it stays uncommitted.", message, type(error).__name__)
-        elif error is not None:
-            self._failed(message, error)
-        elif not settled:
-            # A job (or delayed message) this job enqueued is not in Kafka:
-            # committing now could lose it.  Left unfinished, the job runs
-            # again after a restart.
-            self.logger.error(
-                "Messages enqueued by %s were not acknowledged by Kafka; its offset stays uncommitted.",
-                message.message_id,
-            )
+            reason = type(error).__name__ if error is not None else "unacknowledged sends"
+            self.logger.error("%s was cut short (%s); its offset stays uncommitted.", message, reason)
         else:
             with self._lock:
                 if message.offset == state.failing_offset:
@@ -383,6 +387,7 @@ class KafkaConsumer(Consumer):
                 elif message.failures == 0 and state.failing_offset is None:
                     state.streak = 0
             self._finish(state, message.offset)
+        self._wake()
 
     def _failed(self, message: KafkaMessageProxy, error: Exception) -> None:
         state = message._state
@@ -424,8 +429,9 @@ class KafkaConsumer(Consumer):
         if not self._owns(message):
             self.logger.debug("Ignoring nack of %s: its partition is no longer ours.", message.message_id)
             return
-        self._end(message._state, message.record)
+        self._release_key(message._state, message.record)
         self._reject(message)
+        self._wake()
 
     def _reject(self, message: KafkaMessageProxy) -> None:
         if self.on_dead_letter is not None:
@@ -458,6 +464,7 @@ class KafkaConsumer(Consumer):
             with self._lock:
                 state.dead_letters_pending -= 1
             self._finish(state, offset)
+            self._wake()
 
         self.dead_letters.write(
             self.dead_letter_topic,
@@ -471,9 +478,7 @@ class KafkaConsumer(Consumer):
 
     def _finish(self, state: PartitionState, offset: int) -> None:
         state.offsets.mark_done(offset)
-        with self._room:
-            self._finished_since_commit += 1
-            self._room.notify()
+        self._finished_since_commit += 1
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         # Nothing to send back: unfinished offsets are never committed,

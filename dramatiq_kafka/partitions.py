@@ -54,8 +54,9 @@ class PartitionState:
       retry: The failed job waiting for its backoff, and ``retry_at``
         (monotonic seconds) when it runs again.
       dead_letters_pending: Dead letters written but not yet acknowledged.
-      abandoned: Jobs stopped by ``SystemExit``/``KeyboardInterrupt``,
-        left unfinished on purpose.
+      abandoned: Jobs left unfinished on purpose, to run again after a
+        restart: stopped by ``SystemExit``/``KeyboardInterrupt``, or whose
+        own sends Kafka did not acknowledge.
       streak: Failures since a job last succeeded at its first run while
         nothing failed: the partition's retry budget spent.
       failing_offset: The offset of the job being retried, if any.
