@@ -3,6 +3,14 @@
 from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
 from .config import DeadLetter, QueueConfig
 from .errors import ConfigurationError, DeliveryError, DeliveryTimeout, KafkaBrokerError, KafkaConnectionError
+from .middleware.context import (
+    ContextError,
+    ContextTooLarge,
+    CurrentAttributes,
+    CurrentContext,
+    InvalidContext,
+    TraceContext,
+)
 from .partitions import KafkaMessageProxy
 
 __version__ = "0.1.0"
@@ -10,12 +18,18 @@ __version__ = "0.1.0"
 __all__ = [
     "BOOTSTRAP_SERVERS_ENV",
     "ConfigurationError",
+    "ContextError",
+    "ContextTooLarge",
+    "CurrentAttributes",
+    "CurrentContext",
     "DeadLetter",
     "DeliveryError",
     "DeliveryTimeout",
+    "InvalidContext",
     "KafkaBroker",
     "KafkaBrokerError",
     "KafkaConnectionError",
     "KafkaMessageProxy",
     "QueueConfig",
+    "TraceContext",
 ]

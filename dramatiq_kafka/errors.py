@@ -42,3 +42,25 @@ class DeliveryTimeout(DeliveryError):
 
 class ConfigurationError(KafkaBrokerError, MiddlewareError, ValueError):
     """A broker, queue or actor option has a value that cannot work."""
+
+
+class ContextError(KafkaBrokerError, ValueError):
+    """A value cannot be carried into a job (see ``CurrentContext``).
+
+    Raised by ``send`` when a registered value is not JSON that comes back
+    equal (a ``set``, a ``datetime``, an object) or is not a valid W3C
+    trace header.  The error names the attribute, never its value, which
+    may be a secret.
+
+    Attributes:
+      name(str): The carried name at fault (``"Current.tenant"``), or
+        ``""`` when the context as a whole is.
+    """
+
+    def __init__(self, message: str, name: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class ContextTooLarge(ContextError):
+    """The context carried into a job is larger than ``CurrentContext(max_bytes=...)``."""
