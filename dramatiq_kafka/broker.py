@@ -19,6 +19,7 @@ from .config import DeadLetter, QueueConfig, Unset
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
 from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders
+from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer
 from .retries import RetryPolicy
 from .wire import encode_message, message_headers
@@ -84,6 +85,8 @@ class KafkaBroker(dramatiq.Broker):
         super().__init__(middleware=middleware)
         # Retries happen in place, partition by partition: Dramatiq's own
         # Retries (re-enqueue with a delay) would run beside them.
+        if middleware is not None and any(isinstance(m, Retries) for m in middleware):
+            self.logger.warning("KafkaBroker retries in place: the Retries middleware given is not used.")
         self.middleware = [m for m in self.middleware if not isinstance(m, Retries)]
         self.bootstrap_servers = (
             bootstrap_servers or os.environ.get(BOOTSTRAP_SERVERS_ENV) or "localhost:9092"
@@ -142,8 +145,11 @@ class KafkaBroker(dramatiq.Broker):
         if dead_letter is None:
             max_retries = None
         else:
-            max_retries = options.get("max_retries", dead_letter.max_retries)
-            max_retries = defaults.max_retries if max_retries is None else max_retries
+            # As in Dramatiq, an actor's or message's max_retries=None retries forever.
+            queue_default = (
+                defaults.max_retries if dead_letter.max_retries is None else dead_letter.max_retries
+            )
+            max_retries = options.get("max_retries", queue_default)
         min_backoff = defaults.min_backoff if queue.min_backoff is None else queue.min_backoff
         max_backoff = defaults.max_backoff if queue.max_backoff is None else queue.max_backoff
         return RetryPolicy(
@@ -152,6 +158,7 @@ class KafkaBroker(dramatiq.Broker):
             max_backoff=options.get("max_backoff", max_backoff),
             independent=dead_letter is not None and dead_letter.independent,
             retry_when=options.get("retry_when"),
+            on_exhausted=options.get("on_retry_exhausted"),
         )
 
     # -- declaring -----------------------------------------------------------------------------------
@@ -275,6 +282,11 @@ class KafkaBroker(dramatiq.Broker):
         # Keep the exception itself: the worker clears it from the message.
         error = message._exception or Exception(f"Message {message.message_id} failed with an unknown error")
         self.failures_by_queue.setdefault(q_name(message.queue_name), []).append(error)
+        if isinstance(message, KafkaMessageProxy) and message.failures and not message.failed:
+            policy = self.retry_policy(message)
+            if policy.on_exhausted:
+                retries = {"retries": message.failures - 1, "max_retries": policy.max_retries}
+                self.get_actor(policy.on_exhausted).send(message.asdict(), retries)
 
     # -- testing helpers -----------------------------------------------------------------------------
 

@@ -32,6 +32,9 @@ class RetryPolicy:
       independent: Whether the budget is the job's own or its partition's.
       retry_when: Dramatiq's ``retry_when(retries, exception)``; when set it
         decides instead of ``max_retries``.
+      on_exhausted: The name of an actor sent ``(message, {"retries",
+        "max_retries"})`` when the job is dead-lettered after its retries
+        (Dramatiq's ``on_retry_exhausted``).
     """
 
     max_retries: int | None = DEFAULT_MAX_RETRIES
@@ -39,11 +42,13 @@ class RetryPolicy:
     max_backoff: int = DEFAULT_MAX_BACKOFF
     independent: bool = False
     retry_when: Callable[[int, BaseException], bool] | None = None
+    on_exhausted: str | None = None
 
     def should_retry(self, failures: int, exception: BaseException) -> bool:
         """Whether to run again after ``failures`` failures (this one included)."""
         if self.retry_when is not None:
-            return bool(self.retry_when(failures, exception))
+            # Dramatiq passes the retries made before this failure.
+            return bool(self.retry_when(failures - 1, exception))
         return self.max_retries is None or failures <= self.max_retries
 
     def backoff(self, failures: int) -> int:

@@ -362,3 +362,24 @@ def test_jobs_sharing_a_key_never_run_at_once_and_keep_their_order(
     run(broker, unique_name, threads=8)
     assert overlap == {"same key": 1, "any": 2}
     assert order == {"a": list(range(10)), "b": list(range(10))}
+
+
+def test_on_retry_exhausted_hears_of_a_dead_lettered_job(
+    make_broker: Callable[..., KafkaBroker], unique_name: str
+) -> None:
+    broker = make_broker(partitions=1, min_backoff=20)
+    heard: list[tuple[dict[str, object], dict[str, object]]] = []
+
+    @dramatiq.actor(queue_name=unique_name)
+    def exhausted(message: dict[str, object], retries: dict[str, object]) -> None:
+        heard.append((message, retries))
+
+    @dramatiq.actor(queue_name=unique_name, max_retries=1, on_retry_exhausted="exhausted")
+    def job() -> None:
+        raise RuntimeError("always")
+
+    message = job.send()
+    run(broker, unique_name)
+    assert [(m["message_id"], r) for m, r in heard] == [
+        (message.message_id, {"retries": 1, "max_retries": 1})
+    ]

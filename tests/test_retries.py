@@ -24,9 +24,10 @@ def test_the_default_policy_retries_three_times() -> None:
 
 
 def test_retry_when_decides_instead_of_max_retries() -> None:
+    # As in Dramatiq, retry_when gets the retries made before this failure.
     policy = RetryPolicy(max_retries=0, retry_when=lambda n, e: isinstance(e, KeyError) and n < 5)
-    assert policy.should_retry(4, KeyError())
-    assert not policy.should_retry(5, KeyError())
+    assert policy.should_retry(5, KeyError())
+    assert not policy.should_retry(6, KeyError())
     assert not policy.should_retry(1, ValueError())
 
 

@@ -14,14 +14,22 @@ class PartitionRetries(Middleware):
     """Takes the place of Dramatiq's ``Retries`` on a ``KafkaBroker``.
 
     It declares the same actor options (``max_retries``, ``min_backoff``,
-    ``max_backoff``, ``retry_when``, ``throws``); the consumer does the
+    ``max_backoff``, ``retry_when``, ``throws``, ``on_retry_exhausted``);
+    the consumer does the
     retrying: a failed job's partition pauses, waits out the backoff and
     runs the same record again, then dead-letters it after its retries.
     An exception listed in ``throws`` is not retried: the job is
     dead-lettered at once.
     """
 
-    actor_options = {"max_retries", "min_backoff", "max_backoff", "retry_when", "throws"}
+    actor_options = {
+        "max_retries",
+        "min_backoff",
+        "max_backoff",
+        "retry_when",
+        "throws",
+        "on_retry_exhausted",
+    }
 
     def after_process_message(
         self,
