@@ -273,10 +273,18 @@ class KafkaBroker(dramatiq.Broker):
             dead_letters=self.dead_letters,
             dead_letter_topic=self.dead_letter_topic(queue_name),
             retry_policy=self.retry_policy,
+            refuse=self._refuse,
             ordered=self.queue_config(queue_name).ordered,
             settle_timeout=self.dispatch.sync_timeout,
             on_dead_letter=self._remember_failure,
         )
+
+    def _refuse(self, message: Message[Any]) -> str | None:
+        actor = self.actors.get(message.actor_name)
+        queue_name = q_name(message.queue_name)
+        if actor is not None and actor.queue_name != queue_name:
+            return f"Actor {actor.actor_name!r} belongs to queue {actor.queue_name!r}, not {queue_name!r}."
+        return None
 
     def _remember_failure(self, message: MessageProxy) -> None:
         # Keep the exception itself: the worker clears it from the message.

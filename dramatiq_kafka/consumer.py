@@ -24,6 +24,7 @@ from confluent_kafka import Message as KafkaRecord
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.errors import DecodeError
 from dramatiq.logging import get_logger
+from dramatiq.message import Message
 
 from .dead_letters import DeadLetterWriter
 from .errors import DeliveryError, KafkaConnectionError
@@ -73,6 +74,8 @@ class KafkaConsumer(Consumer):
         cannot be decoded.
       dead_letter_topic(str): The topic they go to.
       retry_policy(callable): The :class:`RetryPolicy` of a failed message.
+      refuse(callable): Why a decoded message is no job of this queue, or
+        ``None``; a refused message is dead-lettered unrun.
       ordered(bool): Run one job per partition at a time.
       settle_timeout(float): Seconds an ack waits for its job's sends.
       commit_interval(float): Seconds between asynchronous commits.
@@ -94,6 +97,7 @@ class KafkaConsumer(Consumer):
         dead_letters: DeadLetterWriter,
         dead_letter_topic: str,
         retry_policy: RetryPolicyFor = lambda message: RetryPolicy(),
+        refuse: Callable[[Message[Any]], str | None] = lambda message: None,
         ordered: bool = False,
         settle_timeout: float = 10.0,
         commit_interval: float = 0.5,
@@ -115,6 +119,7 @@ class KafkaConsumer(Consumer):
         self.dead_letters = dead_letters
         self.dead_letter_topic = dead_letter_topic
         self.retry_policy = retry_policy
+        self.refuse = refuse
         self.ordered = ordered
         self.settle_timeout = settle_timeout
         self.commit_interval = commit_interval
@@ -320,6 +325,9 @@ class KafkaConsumer(Consumer):
                 self._start(state, record)
             try:
                 message = decode_message(record.value(), self.queue_name)
+                refusal = self.refuse(message)
+                if refusal is not None:
+                    raise DecodeError(refusal, record.value(), None)
             except DecodeError as e:
                 self.logger.error(
                     "Record %s/%s@%s cannot be decoded (%s).",

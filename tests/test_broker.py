@@ -229,6 +229,13 @@ def test_records_that_are_not_jobs_are_dead_lettered_and_the_rest_run(
     producer.produce(unique_name, b"\x00not json", key=b"k1", headers=[("origin", b"other-service")])
     unknown = {"actor_name": "nobody", "message_id": "m-unknown", "args": [], "kwargs": {}, "options": {}}
     producer.produce(unique_name, orjson.dumps(unknown))
+    producer.produce(unique_name, b'{"hello": "world"}')
+
+    @dramatiq.actor(queue_name=f"other-{unique_name}")
+    def elsewhere() -> None:
+        ran.append(-1)
+
+    producer.produce(unique_name, orjson.dumps(elsewhere.message().asdict()))
     producer.flush(10)
     job.send_with_options(args=(2,), dispatch_method="sync")
 
@@ -241,7 +248,7 @@ def test_records_that_are_not_jobs_are_dead_lettered_and_the_rest_run(
 
     assert sorted(ran) == [1, 2]
     dead = sorted(
-        read_topic(broker.bootstrap_servers, f"{unique_name}.XQ", count=2),
+        read_topic(broker.bootstrap_servers, f"{unique_name}.XQ", count=4),
         key=lambda r: r.headers["source_offset"],
     )
     assert dead[0].value == b"\x00not json"
@@ -251,8 +258,12 @@ def test_records_that_are_not_jobs_are_dead_lettered_and_the_rest_run(
     assert b"not JSON" in dead[0].headers["error_message"]
     assert dead[1].headers["source_offset"] == b"2"
     assert dead[1].headers["error_type"] == b"ActorNotFound"
+    assert dead[2].headers["source_offset"] == b"3"
+    assert b"lacks the string field(s) actor_name, message_id" in dead[2].headers["error_message"]
+    assert dead[3].headers["source_offset"] == b"4"
+    assert f"belongs to queue 'other-{unique_name}'".encode() in dead[3].headers["error_message"]
     committed, ends = committed_and_end(broker.bootstrap_servers, broker.group_id, unique_name)
-    assert committed == ends == {0: 4}
+    assert committed == ends == {0: 6}
 
 
 def test_acks_from_a_previous_consumer_are_ignored(broker: KafkaBroker, unique_name: str) -> None:
