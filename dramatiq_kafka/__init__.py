@@ -11,6 +11,7 @@ from .middleware.context import (
     InvalidContext,
     TraceContext,
 )
+from .middleware.revocation import revoked
 from .partitions import KafkaMessageProxy
 
 __version__ = "0.1.0"
@@ -32,4 +33,5 @@ __all__ = [
     "KafkaMessageProxy",
     "QueueConfig",
     "TraceContext",
+    "revoked",
 ]

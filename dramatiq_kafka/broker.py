@@ -18,7 +18,7 @@ from .admin import TopicAdmin
 from .config import DeadLetter, QueueConfig, Unset
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
-from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders
+from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders, Revocation
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer
 from .retries import RetryPolicy
@@ -112,6 +112,7 @@ class KafkaBroker(dramatiq.Broker):
         self.add_middleware(self.dispatch)
         self.add_middleware(BootCheck())
         self.add_middleware(PartitionRetries())
+        self.add_middleware(Revocation())
 
     # -- names ---------------------------------------------------------------------------------------
 

@@ -82,6 +82,8 @@ class KafkaConsumer(Consumer):
       commit_every(int): Commit sooner once this many jobs finished, so a
         crash repeats at most this many finished jobs (plus those that
         finished behind a job still running).
+      revoke_grace(float): Seconds a revocation waits for the partitions'
+        running jobs to finish (and be committed) before letting them go.
       on_dead_letter(callable): Called with each dead-lettered message.
     """
 
@@ -102,6 +104,7 @@ class KafkaConsumer(Consumer):
         settle_timeout: float = 10.0,
         commit_interval: float = 0.5,
         commit_every: int = 100,
+        revoke_grace: float = 5.0,
         on_dead_letter: Callable[[MessageProxy], None] | None = None,
     ) -> None:
         self.logger = get_logger(__name__, f"{type(self).__name__}({queue_name})")
@@ -124,6 +127,7 @@ class KafkaConsumer(Consumer):
         self.settle_timeout = settle_timeout
         self.commit_interval = commit_interval
         self.commit_every = commit_every
+        self.revoke_grace = revoke_grace
         self.on_dead_letter = on_dead_letter
 
         # Guards the partition table and every PartitionState: acks arrive
@@ -160,6 +164,17 @@ class KafkaConsumer(Consumer):
         self.logger.info(
             "Partitions %s of %r revoked.", sorted(tp.partition for tp in partitions), self.topic
         )
+        with self._lock:
+            states = [self._partitions[tp.partition] for tp in partitions if tp.partition in self._partitions]
+            for state in states:
+                state.revoked = True
+        # Jobs already running may finish within the grace period: their
+        # offsets are committed below and the new owner does not repeat them.
+        # Long ones see revoked() and may stop early.
+        deadline = time.monotonic() + self.revoke_grace
+        while time.monotonic() < deadline and any(state.running for state in states):
+            with self._room:
+                self._room.wait(0.05)
         self._commit([tp.partition for tp in partitions], asynchronous=False)
         self._forget(partitions)
 
@@ -176,7 +191,9 @@ class KafkaConsumer(Consumer):
         # partition: its new owner starts again from the committed offset.
         with self._lock:
             for tp in partitions:
-                self._partitions.pop(tp.partition, None)
+                state = self._partitions.pop(tp.partition, None)
+                if state is not None:
+                    state.revoked = True
 
     # -- committing ----------------------------------------------------------------------------------
 
@@ -377,7 +394,12 @@ class KafkaConsumer(Consumer):
             return
         state, error = message._state, message._exception
         self._release_key(state, message.record)
-        if error is not None and isinstance(error, Exception):
+        if message.cancelled:
+            # Its partition was revoked before it started, or it stopped
+            # early on revoked(): not done, the new owner runs it.
+            with self._lock:
+                state.abandoned += 1
+        elif error is not None and isinstance(error, Exception):
             self._failed(message, error)
         elif error is not None or not settled:
             # SystemExit, KeyboardInterrupt: the job did not fail, it was cut
@@ -505,5 +527,7 @@ class KafkaConsumer(Consumer):
         finally:
             with self._lock:
                 self._closed = True
+                for state in self._partitions.values():
+                    state.revoked = True
                 self._partitions.clear()
             self._consumer.close()

@@ -19,12 +19,16 @@ class KafkaMessageProxy(MessageProxy):
       record: The Kafka record (topic, partition, offset, key, headers).
       failures(int): How many runs of this job failed so far; also in
         ``message.options["retries"]`` while it is retried.
+      cancelled(bool): Whether its partition was revoked before it started
+        (it is skipped) or while it ran and it learned so from
+        ``revoked()``: its offset is not committed, the new owner runs it.
     """
 
     def __init__(self, message: Message[Any], record: KafkaRecord, state: PartitionState) -> None:
         super().__init__(message)
         self.record = record
         self.failures = 0
+        self.cancelled = False
         self._state = state
 
     @property
@@ -61,6 +65,8 @@ class PartitionState:
         nothing failed: the partition's retry budget spent.
       failing_offset: The offset of the job being retried, if any.
       paused: Whether fetching is paused for this partition.
+      revoked: Whether the partition was taken away (or the consumer
+        closed): its jobs' acks no longer count.
     """
 
     def __init__(self, partition: int) -> None:
@@ -75,6 +81,7 @@ class PartitionState:
         self.streak = 0
         self.failing_offset: int | None = None
         self.paused = False
+        self.revoked = False
 
     @property
     def blocked(self) -> bool:

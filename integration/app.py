@@ -9,6 +9,7 @@ the worker's memory, so that a test can count executions after a
   APP_PARTITIONS                    partitions of the queue's topic
   APP_LEDGER                        directory of the ledger files
   APP_CONSUMER_CONFIG               extra librdkafka consumer settings (JSON)
+  APP_MIN_BACKOFF                   the queue's first retry wait (ms)
 """
 
 from __future__ import annotations
@@ -18,16 +19,23 @@ import os
 import time
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
-from dramatiq_kafka import KafkaBroker, QueueConfig
+from dramatiq_kafka import KafkaBroker, QueueConfig, revoked
 
 QUEUE = os.environ.get("APP_QUEUE", "default")
 
 broker = KafkaBroker(
     group_id=os.environ.get("APP_GROUP", "dramatiq"),
-    queues={QUEUE: QueueConfig(partitions=int(os.environ.get("APP_PARTITIONS", "12")))},
+    queues={
+        QUEUE: QueueConfig(
+            partitions=int(os.environ.get("APP_PARTITIONS", "12")),
+            min_backoff=int(os.environ.get("APP_MIN_BACKOFF", "1000")),
+        )
+    },
     consumer_config=json.loads(os.environ.get("APP_CONSUMER_CONFIG", "{}")),
 )
+broker.add_middleware(CurrentMessage())
 dramatiq.set_broker(broker)
 
 _ledger_fd: int | None = None
@@ -42,9 +50,33 @@ def ledger_write(line: str) -> None:
     os.write(_ledger_fd, (line + "\n").encode())
 
 
+def where() -> str:
+    message = CurrentMessage.get_current_message()
+    return f"{message.partition} {message.offset}"  # type: ignore[union-attr]
+
+
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def work(job_id: int, seconds: float = 0.0) -> None:
-    ledger_write(f"start {job_id}")
+    ledger_write(f"start {job_id} {where()}")
     if seconds:
         time.sleep(seconds)
-    ledger_write(f"done {job_id}")
+    ledger_write(f"done {job_id} {where()}")
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def patient(job_id: int, seconds: float) -> None:
+    """Works in small steps and stops as soon as its partition is revoked."""
+    ledger_write(f"start {job_id} {where()}")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if revoked():
+            ledger_write(f"revoked {job_id} {where()}")
+            return
+        time.sleep(0.05)
+    ledger_write(f"done {job_id} {where()}")
+
+
+@dramatiq.actor(queue_name=QUEUE)
+def failing(job_id: int) -> None:
+    ledger_write(f"start {job_id} {where()}")
+    raise RuntimeError(f"job {job_id} always fails")

@@ -2,81 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import dramatiq
 import pytest
 
-from dramatiq_kafka import KafkaBroker, QueueConfig
-from integration.workers import ROOT, CliWorker, ledger
-from tests.helpers import committed_and_end, wait_for
+from integration.conftest import App
+from integration.workers import ROOT, ledger
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
 
-class App:
-    """The test's side of ``integration/app.py``: same group, same queue."""
-
-    def __init__(self, bootstrap: str, name: str, ledger_dir: Path, log_dir: Path, partitions: int) -> None:
-        self.queue = name
-        self.group = f"group-{name}"
-        self.ledger_dir = ledger_dir
-        self.log_dir = log_dir
-        self.env = {
-            "DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "APP_GROUP": self.group,
-            "APP_QUEUE": name,
-            "APP_PARTITIONS": str(partitions),
-            "APP_LEDGER": str(ledger_dir),
-        }
-        self.broker = KafkaBroker(
-            bootstrap_servers=bootstrap,
-            group_id=self.group,
-            queues={name: QueueConfig(partitions=partitions)},
-        )
-        dramatiq.set_broker(self.broker)
-        self.work = dramatiq.actor(lambda job_id, seconds=0.0: None, actor_name="work", queue_name=name)
-        self.workers: list[CliWorker] = []
-
-    def send(self, count: int, seconds: float = 0.0, start: int = 0) -> None:
-        for job_id in range(start, start + count):
-            self.work.send(job_id, seconds)
-        self.broker.flush_producer()
-
-    def start_worker(self, *, threads: int = 8, consumer_config: dict[str, Any] | None = None) -> CliWorker:
-        env = dict(self.env)
-        if consumer_config:
-            env["APP_CONSUMER_CONFIG"] = json.dumps(consumer_config)
-        worker = CliWorker(env, self.log_dir / f"worker-{len(self.workers)}.log", threads=threads)
-        self.workers.append(worker)
-        return worker
-
-    def committed_and_end(self) -> tuple[dict[int, int], dict[int, int]]:
-        return committed_and_end(self.broker.bootstrap_servers, self.group, self.queue)
-
-
-@pytest.fixture
-def app(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> Iterator[App]:
-    (tmp_path / "ledger").mkdir()
-    app = App(kafka_bootstrap, unique_name, tmp_path / "ledger", tmp_path, partitions=12)
-    yield app
-    for worker in app.workers:
-        if worker.process.poll() is None:
-            worker.kill()
-    app.broker.close()
-
-
-def test_two_worker_processes_run_every_job_exactly_once(app: App) -> None:
-    first, second = app.start_worker(threads=8), app.start_worker(threads=8)
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_two_worker_processes_run_every_job_exactly_once(app: App, protocol: str) -> None:
+    # "consumer" is KIP-848's protocol: the broker assigns partitions.
+    config = {"group.protocol": protocol}
+    first, second = (
+        app.start_worker(threads=8, consumer_config=config),
+        app.start_worker(threads=8, consumer_config=config),
+    )
     # Both members hold partitions before the first job is sent.
     wait_for(
         lambda: all(
@@ -103,7 +53,7 @@ def test_a_job_longer_than_max_poll_interval_runs_once_without_rebalance(app: Ap
     worker = app.start_worker(
         threads=2, consumer_config={"max.poll.interval.ms": 10_000, "session.timeout.ms": 6_000}
     )
-    app.send(1, seconds=15)
+    app.send(1, seconds=25)  # 2.5 x max.poll.interval.ms
     app.send(5, start=1)
     app.broker.join(app.queue, timeout=60_000)
     assert worker.terminate() == 0

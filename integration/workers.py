@@ -59,12 +59,17 @@ class CliWorker:
         return self.log.read_text(errors="replace")
 
 
+def ledger_lines(directory: Path, event: str = "done") -> list[tuple[str, int, int, int]]:
+    """``(ledger file, job id, partition, offset)`` of every ``event`` line, per file in order."""
+    lines = []
+    for path in sorted(directory.glob("*.log")):
+        for line in path.read_text().splitlines():
+            name, job_id, partition, offset = line.split()
+            if name == event:
+                lines.append((path.stem, int(job_id), int(partition), int(offset)))
+    return lines
+
+
 def ledger(directory: Path, event: str = "done") -> Counter[int]:
     """How many times each job id reached ``event`` across all processes."""
-    counts: Counter[int] = Counter()
-    for path in directory.glob("*.log"):
-        for line in path.read_text().splitlines():
-            name, _, job_id = line.partition(" ")
-            if name == event:
-                counts[int(job_id)] += 1
-    return counts
+    return Counter(job_id for _, job_id, _, _ in ledger_lines(directory, event))

@@ -4,5 +4,14 @@ from .boot import BootCheck
 from .dispatch import DISPATCH_METHODS, DispatchOptions
 from .headers import RecordHeaders
 from .retries import PartitionRetries
+from .revocation import Revocation, revoked
 
-__all__ = ["DISPATCH_METHODS", "BootCheck", "DispatchOptions", "PartitionRetries", "RecordHeaders"]
+__all__ = [
+    "DISPATCH_METHODS",
+    "BootCheck",
+    "DispatchOptions",
+    "PartitionRetries",
+    "RecordHeaders",
+    "Revocation",
+    "revoked",
+]
