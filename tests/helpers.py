@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from dramatiq import Worker
+
+from dramatiq_kafka import KafkaBroker
 
 
 @dataclass
@@ -73,6 +76,18 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(10)
+
+
+def run_worker(
+    broker: KafkaBroker, queue: str, *, threads: int = 4, timeout: int = 60_000, fail_fast: bool | None = None
+) -> None:
+    """Run an in-process worker until the group committed every record of ``queue``."""
+    worker = Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    try:
+        broker.join(queue, timeout=timeout, fail_fast=fail_fast)
+    finally:
+        worker.stop()
 
 
 def wait_for(condition: object, timeout: float = 20.0, interval: float = 0.05) -> None:

@@ -15,7 +15,7 @@ from dramatiq.errors import QueueNotFound
 from dramatiq.middleware import CurrentMessage
 
 from dramatiq_kafka import ConfigurationError, DeliveryTimeout, KafkaBroker, QueueConfig
-from tests.helpers import committed_and_end, create_topic, read_topic, record_count, wait_for
+from tests.helpers import committed_and_end, create_topic, read_topic, record_count, run_worker, wait_for
 
 
 def new_broker(bootstrap: str, name: str, **kwargs: object) -> KafkaBroker:
@@ -34,12 +34,7 @@ def test_jobs_run_once_and_every_offset_is_committed(kafka_bootstrap: str, uniqu
 
     for i in range(300):
         record.send(i)
-    worker = Worker(broker, worker_threads=8, worker_timeout=100)
-    worker.start()
-    try:
-        broker.join(unique_name, timeout=60_000)
-    finally:
-        worker.stop()
+    run_worker(broker, unique_name, threads=8, timeout=60_000)
     broker.close()
 
     assert sorted(seen) == list(range(300))
@@ -135,12 +130,7 @@ def test_topic_prefix_names_the_topic_but_not_the_queue(kafka_bootstrap: str, un
         queue_names.append(message.queue_name)
 
     job.send()
-    worker = Worker(broker, worker_threads=2, worker_timeout=100)
-    worker.start()
-    try:
-        broker.join(unique_name, timeout=30_000)
-    finally:
-        worker.stop()
+    run_worker(broker, unique_name, threads=2, timeout=30_000)
     assert queue_names == [unique_name]
     assert f"prod.{unique_name}" in broker.admin.topic_names()
     assert unique_name not in broker.admin.topic_names()
@@ -239,12 +229,7 @@ def test_records_that_are_not_jobs_are_dead_lettered_and_the_rest_run(
     producer.flush(10)
     job.send_with_options(args=(2,), dispatch_method="sync")
 
-    worker = Worker(broker, worker_threads=2, worker_timeout=100)
-    worker.start()
-    try:
-        broker.join(unique_name, timeout=30_000, fail_fast=False)
-    finally:
-        worker.stop()
+    run_worker(broker, unique_name, threads=2, timeout=30_000, fail_fast=False)
 
     assert sorted(ran) == [1, 2]
     dead = sorted(

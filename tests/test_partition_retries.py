@@ -25,7 +25,7 @@ from dramatiq.middleware import CurrentMessage
 
 from dramatiq_kafka import DeadLetter, KafkaBroker, QueueConfig
 from dramatiq_kafka.wire import encode_message, message_headers
-from tests.helpers import committed_and_end, read_topic, record_count, wait_for
+from tests.helpers import committed_and_end, read_topic, record_count, run_worker, wait_for
 
 
 @pytest.fixture
@@ -49,15 +49,6 @@ def make_broker(kafka_bootstrap: str, unique_name: str) -> Iterator[Callable[...
         broker.close()
 
 
-def run(broker: KafkaBroker, queue: str, *, threads: int = 4, timeout: int = 60_000) -> None:
-    worker = Worker(broker, worker_threads=threads, worker_timeout=100)
-    worker.start()
-    try:
-        broker.join(queue, timeout=timeout)
-    finally:
-        worker.stop()
-
-
 def test_a_job_that_fails_once_runs_again_as_the_same_record(
     make_broker: Callable[..., KafkaBroker], unique_name: str
 ) -> None:
@@ -72,7 +63,7 @@ def test_a_job_that_fails_once_runs_again_as_the_same_record(
             raise RuntimeError("first attempt fails")
 
     flaky.send()
-    run(broker, unique_name)
+    run_worker(broker, unique_name)
 
     assert [(offset, retries) for offset, retries, _ in runs] == [(0, 0), (0, 1)]
     assert runs[1][2] - runs[0][2] >= 0.2
@@ -96,7 +87,7 @@ def test_an_ordered_partition_retries_then_dead_letters_and_keeps_order(
             raise ValueError(f"job {i} always fails")
 
     messages = [job.send(i) for i in range(100)]
-    run(broker, unique_name, threads=8)
+    run_worker(broker, unique_name, threads=8)
 
     runs = Counter(order)
     assert runs[failing] == max_retries + 1
@@ -131,7 +122,7 @@ def test_a_job_that_recovers_within_its_retries_is_not_dead_lettered(
 
     for i in range(30):
         job.send(i)
-    run(broker, unique_name)
+    run_worker(broker, unique_name)
     assert Counter(order) == {i: 2 if i == 10 else 1 for i in range(30)}
     assert record_count(broker.bootstrap_servers, f"{unique_name}.XQ") == 0
 
@@ -199,7 +190,7 @@ def test_backoff_doubles_and_stops_at_the_cap(
         raise RuntimeError("always")
 
     job.send()
-    run(broker, unique_name, threads=1)
+    run_worker(broker, unique_name, threads=1)
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(gaps) == 5
     # Expected 0.2, 0.4, 0.8, 0.8, 0.8 s: wide enough for a noisy machine,
@@ -228,7 +219,7 @@ def test_rolling_errors_use_up_the_partition_budget_unless_independent(
 
     for i in range(10):
         job.send(i)
-    run(broker, unique_name)
+    run_worker(broker, unique_name)
     dead = record_count(broker.bootstrap_servers, f"{unique_name}.XQ")
     if independent:
         assert dead == 0
@@ -257,7 +248,7 @@ def test_in_parallel_mode_jobs_that_succeeded_are_not_run_again(
 
     for i in range(20):
         job.send(i)
-    run(broker, unique_name, threads=8)
+    run_worker(broker, unique_name, threads=8)
     assert first_failed.is_set()
     assert runs == {i: 2 if i == 0 else 1 for i in range(20)}
     committed, _ = committed_and_end(broker.bootstrap_servers, broker.group_id, unique_name)
@@ -290,7 +281,7 @@ def test_system_exit_is_neither_dead_lettered_nor_committed(
     assert record_count(broker.bootstrap_servers, f"{unique_name}.XQ") == 0
 
     # After a restart the job runs again, and this time succeeds.
-    run(broker, unique_name)
+    run_worker(broker, unique_name)
     assert runs.count(0) == 2
     committed, _ = committed_and_end(broker.bootstrap_servers, broker.group_id, unique_name)
     assert committed == {0: 2}
@@ -359,7 +350,7 @@ def test_jobs_sharing_a_key_never_run_at_once_and_keep_their_order(
                 unique_name, encode_message(message), key=key.encode(), headers=message_headers(message)
             )
     producer.flush(10)
-    run(broker, unique_name, threads=8)
+    run_worker(broker, unique_name, threads=8)
     assert overlap == {"same key": 1, "any": 2}
     assert order == {"a": list(range(10)), "b": list(range(10))}
 
@@ -379,7 +370,7 @@ def test_on_retry_exhausted_hears_of_a_dead_lettered_job(
         raise RuntimeError("always")
 
     message = job.send()
-    run(broker, unique_name)
+    run_worker(broker, unique_name)
     assert [(m["message_id"], r) for m, r in heard] == [
         (message.message_id, {"retries": 1, "max_retries": 1})
     ]
