@@ -1,6 +1,7 @@
 """dramatiq-kafka: an Apache Kafka broker for Dramatiq."""
 
 from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
+from .bulk import send_many
 from .config import DeadLetter, QueueConfig
 from .errors import ConfigurationError, DeliveryError, DeliveryTimeout, KafkaBrokerError, KafkaConnectionError
 from .middleware.context import (
@@ -34,4 +35,5 @@ __all__ = [
     "QueueConfig",
     "TraceContext",
     "revoked",
+    "send_many",
 ]

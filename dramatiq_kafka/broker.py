@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import dramatiq
@@ -20,7 +21,7 @@ from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
 from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders, Revocation
 from .partitions import KafkaMessageProxy
-from .producer import KafkaProducer
+from .producer import KafkaProducer, OutgoingRecord
 from .retries import RetryPolicy
 from .wire import encode_message, message_headers
 
@@ -56,6 +57,7 @@ class KafkaBroker(dramatiq.Broker):
       create_topics(bool): Whether missing topics are created.
       dispatch_method(str): ``"async"`` (default) or ``"sync"``: whether
         ``send`` waits for Kafka's acknowledgement.
+      dispatch_many_method(str): The same for :meth:`enqueue_many`.
       sync_timeout(float): Seconds a sync send waits.
       request_timeout(float): Seconds an admin request (creating topics,
         reading offsets) may take.
@@ -77,6 +79,7 @@ class KafkaBroker(dramatiq.Broker):
         dead_letter: DeadLetter | None = DEFAULT_DEAD_LETTER,
         create_topics: bool = True,
         dispatch_method: str = "async",
+        dispatch_many_method: str = "async",
         sync_timeout: float = 10.0,
         request_timeout: float = 10.0,
         fail_fast_default: bool = True,
@@ -108,7 +111,11 @@ class KafkaBroker(dramatiq.Broker):
         self.admin = TopicAdmin(self.client_config, group_id, timeout=request_timeout)
         self.dead_letters = DeadLetterWriter(self.producer, group_id)
 
-        self.dispatch = DispatchOptions(dispatch_method=dispatch_method, sync_timeout=sync_timeout)
+        self.dispatch = DispatchOptions(
+            dispatch_method=dispatch_method,
+            dispatch_many_method=dispatch_many_method,
+            sync_timeout=sync_timeout,
+        )
         self.add_middleware(self.dispatch)
         self.add_middleware(BootCheck())
         self.add_middleware(PartitionRetries())
@@ -219,30 +226,52 @@ class KafkaBroker(dramatiq.Broker):
           QueueNotFound: When the queue was never declared.
           DeliveryError: When a sync send was not acknowledged.
         """
-        queue_name = message.queue_name
-        if delay is not None:
-            queue_name = dq_name(queue_name)
-            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
-        self._check_declared(queue_name)
+        return self._enqueue([message], delay=delay, many=False)[0]
 
-        self.emit_before("enqueue", message, delay)
-        self.ensure_topics(queue_name)
-        topic = self.topic_name(queue_name)
-        value = encode_message(message)
-        headers = message_headers(message)
-        for middleware in self.middleware:
-            # Middleware may carry data beside the message (see RecordHeaders).
-            if isinstance(middleware, RecordHeaders):
-                headers += middleware.record_headers(self, message)
-        timeout = self.dispatch.sync_timeout_for(self, message)
-        if timeout is None:
-            self.producer.send(topic, value, message_id=message.message_id, headers=headers)
-        else:
-            self.producer.send_and_wait(
-                topic, value, message_id=message.message_id, headers=headers, timeout=timeout
+    def enqueue_many(
+        self, messages: Iterable[Message[Any]], *, delay: int | None = None
+    ) -> list[Message[Any]]:
+        """Send many messages at once, following ``dispatch_many_method``.
+
+        Async (the default) returns once librdkafka has the records.  Sync
+        waits for every delivery report, then raises one error naming each
+        message that was not delivered.  When the messages disagree, the
+        first one's ``dispatch_many_method`` and ``sync_timeout`` apply.
+
+        Raises:
+          QueueNotFound: When a queue was never declared.
+          DeliveryError: Listing the messages not delivered, with reasons.
+        """
+        return self._enqueue(list(messages), delay=delay, many=True)
+
+    def _enqueue(self, messages: list[Message[Any]], *, delay: int | None, many: bool) -> list[Message[Any]]:
+        if not messages:
+            return []
+        prepared, records = [], []
+        for message in messages:
+            queue_name = message.queue_name
+            if delay is not None:
+                queue_name = dq_name(queue_name)
+                message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
+            self._check_declared(queue_name)
+            self.emit_before("enqueue", message, delay)
+            self.ensure_topics(queue_name)
+            headers = message_headers(message)
+            for middleware in self.middleware:
+                # Middleware may carry data beside the message (see RecordHeaders).
+                if isinstance(middleware, RecordHeaders):
+                    headers += middleware.record_headers(self, message)
+            key = self.dispatch.key_for(self, message)
+            record = OutgoingRecord(
+                self.topic_name(queue_name), encode_message(message), message.message_id, key, headers
             )
-        self.emit_after("enqueue", message, delay)
-        return message
+            prepared.append(message)
+            records.append(record)
+        timeout = self.dispatch.sync_timeout_for(self, prepared[0], many=many)
+        self.producer.send_all(records, timeout=timeout)
+        for message in prepared:
+            self.emit_after("enqueue", message, delay)
+        return prepared
 
     def flush_producer(self, timeout: float | None = None) -> None:
         """Wait until every record sent from this process is delivered.

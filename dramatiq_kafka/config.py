@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import ConfigurationError
+from .options import PartitionKey, check_options
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class QueueConfig:
       min_backoff(int): Milliseconds before the first retry (default 1000).
       max_backoff(int): The longest wait between retries, in milliseconds
         (default 60000): the partition waits that long.
+      dispatch_method, dispatch_many_method, sync_timeout, partition_key:
+        Defaults of the actor options of the same names for the queue's
+        actors (``None``: the broker's).
     """
 
     partitions: int | None = None
@@ -74,6 +78,10 @@ class QueueConfig:
     ordered: bool = False
     min_backoff: int | None = None
     max_backoff: int | None = None
+    dispatch_method: str | None = None
+    dispatch_many_method: str | None = None
+    sync_timeout: float | None = None
+    partition_key: PartitionKey | None = None
 
     def __post_init__(self) -> None:
         if self.partitions is not None and self.partitions < 1:
@@ -82,6 +90,15 @@ class QueueConfig:
             raise ConfigurationError(
                 f"QueueConfig(replication_factor={self.replication_factor!r}): must be 1 or more"
             )
+        check_options(
+            {
+                "dispatch_method": self.dispatch_method,
+                "dispatch_many_method": self.dispatch_many_method,
+                "sync_timeout": self.sync_timeout,
+                "partition_key": self.partition_key,
+            },
+            "QueueConfig",
+        )
         for name in ("min_backoff", "max_backoff"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

@@ -12,6 +12,7 @@ import atexit
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -57,6 +58,17 @@ class DeliveryReports:
         with self._lock:
             failures, self._failures = self._failures, []
             return failures
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    """A record to send: where, what, and the message it carries."""
+
+    topic: str
+    value: bytes
+    message_id: str
+    key: bytes | None = None
+    headers: Headers | None = None
 
 
 class ThreadSends:
@@ -207,41 +219,64 @@ class KafkaProducer:
                 sends.reported(e.args[0])
                 raise DeliveryError(f"Kafka refused message {message_id}: {e.args[0]}") from e
 
-    def send_and_wait(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        message_id: str,
-        timeout: float,
-        key: bytes | None = None,
-        headers: Headers | None = None,
-    ) -> None:
-        """Send a record and wait until Kafka acknowledged it.
+    def send_all(self, records: list[OutgoingRecord], *, timeout: float | None = None) -> None:
+        """Send records; with a ``timeout``, wait until Kafka acknowledged
+        every one of them.
 
         Raises:
-          DeliveryError: When the record was not delivered.
-          DeliveryTimeout: When no report came within ``timeout`` seconds.
+          DeliveryError: Naming each record that was not delivered, and why.
+          DeliveryTimeout: When the only failures are reports that did not
+            come within ``timeout`` seconds (those records may still be
+            delivered).
         """
-        done = threading.Event()
-        outcome: list[KafkaError | None] = []
+        if timeout is None:
+            for record in records:
+                self.send(
+                    record.topic,
+                    record.value,
+                    message_id=record.message_id,
+                    key=record.key,
+                    headers=record.headers,
+                )
+            return
+        reported = threading.Condition()
+        outcomes: dict[str, KafkaError | None] = {}
 
-        def on_delivery(error: KafkaError | None) -> None:
-            outcome.append(error)
-            done.set()
+        def on_delivery_of(message_id: str) -> DeliveryCallback:
+            def on_delivery(error: KafkaError | None) -> None:
+                with reported:
+                    outcomes[message_id] = error
+                    reported.notify_all()
 
-        self.send(topic, value, message_id=message_id, key=key, headers=headers, on_delivery=on_delivery)
-        if not done.wait(timeout):
-            raise DeliveryTimeout(
-                f"Message {message_id} to {topic!r} was not acknowledged within {timeout:g}s "
-                f"(bootstrap servers {self.config.get('bootstrap.servers')!r}); it may still be delivered.",
-                [(message_id, "timeout")],
-            )
-        if outcome[0] is not None:
-            raise DeliveryError(
-                f"Message {message_id} to {topic!r} was not delivered: {outcome[0]}",
-                [(message_id, str(outcome[0]))],
-            )
+            return on_delivery
+
+        failures: list[tuple[str, str]] = []
+        for record in records:
+            try:
+                self.send(
+                    record.topic,
+                    record.value,
+                    message_id=record.message_id,
+                    key=record.key,
+                    headers=record.headers,
+                    on_delivery=on_delivery_of(record.message_id),
+                )
+            except DeliveryError as e:
+                failures.append((record.message_id, str(e)))
+        with reported:
+            reported.wait_for(lambda: len(outcomes) + len(failures) >= len(records), timeout)
+            failures += [
+                (message_id, str(error)) for message_id, error in outcomes.items() if error is not None
+            ]
+            unreported = [(r.message_id, "timeout") for r in records if r.message_id not in outcomes]
+        if not failures and not unreported:
+            return
+        lines = "\n  ".join(f"{message_id}: {reason}" for message_id, reason in failures + unreported)
+        summary = (
+            f"{len(failures) + len(unreported)} of {len(records)} message(s) not acknowledged within "
+            f"{timeout:g}s (bootstrap servers {self.config.get('bootstrap.servers')!r}):\n  {lines}"
+        )
+        raise (DeliveryError if failures else DeliveryTimeout)(summary, failures + unreported)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every pending record, then report async failures.

@@ -1,7 +1,7 @@
 """Middleware the Kafka broker installs."""
 
 from .boot import BootCheck
-from .dispatch import DISPATCH_METHODS, DispatchOptions
+from .dispatch import DispatchOptions
 from .headers import RecordHeaders
 from .retries import PartitionRetries
 from .revocation import Revocation, revoked

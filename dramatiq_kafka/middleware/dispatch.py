@@ -1,4 +1,4 @@
-"""How ``send`` hands a message to Kafka: asynchronously or synchronously."""
+"""How ``send`` hands a message to Kafka: asynchronously or synchronously, with which key."""
 
 from __future__ import annotations
 
@@ -8,63 +8,77 @@ import dramatiq
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
-from ..errors import ConfigurationError
+from ..options import CHECKS, check_options, inherit_generic_options
 
-#: The values ``dispatch_method`` accepts.
-DISPATCH_METHODS = ("async", "sync")
-
-
-def check_dispatch_method(value: Any, where: str) -> str:
-    """Return ``value`` when it is a dispatch method, else raise naming ``where``."""
-    if value not in DISPATCH_METHODS:
-        raise ConfigurationError(
-            f"{where}: dispatch_method={value!r} is not one of {', '.join(map(repr, DISPATCH_METHODS))}"
-        )
-    return str(value)
-
-
-def check_timeout(value: Any, where: str) -> float:
-    """Return ``value`` when it is a positive number of seconds, else raise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(f"{where}: sync_timeout={value!r} must be a positive number of seconds")
-    return float(value)
+#: The options this middleware declares.
+DISPATCH_OPTIONS = frozenset(CHECKS)
 
 
 class DispatchOptions(Middleware):
-    """Declares the ``dispatch_method`` and ``sync_timeout`` actor options.
+    """Declares ``dispatch_method``, ``dispatch_many_method``, ``sync_timeout``
+    and ``partition_key``.
 
-    Values are checked when an actor is declared; a message's own
-    options (``send_with_options``) override the actor's, which override
-    the broker's defaults.
+    Values are checked when an actor is declared.  They merge broker →
+    queue (``QueueConfig``) → actor → ``GenericActor`` base classes →
+    message (``send_with_options``), each level overriding only what it
+    sets.
 
     Parameters:
       dispatch_method(str): The broker-wide default, ``"async"`` or ``"sync"``.
+      dispatch_many_method(str): The same for bulk enqueues.
       sync_timeout(float): Seconds a sync send waits for Kafka.
     """
 
-    actor_options = {"dispatch_method", "sync_timeout"}
+    actor_options = set(DISPATCH_OPTIONS)
 
-    def __init__(self, *, dispatch_method: str = "async", sync_timeout: float = 10.0) -> None:
-        self.dispatch_method = check_dispatch_method(dispatch_method, "KafkaBroker")
-        self.sync_timeout = check_timeout(sync_timeout, "KafkaBroker")
+    def __init__(
+        self,
+        *,
+        dispatch_method: str = "async",
+        dispatch_many_method: str = "async",
+        sync_timeout: float = 10.0,
+    ) -> None:
+        self.defaults: dict[str, Any] = {
+            "dispatch_method": dispatch_method,
+            "dispatch_many_method": dispatch_many_method,
+            "sync_timeout": sync_timeout,
+            "partition_key": None,
+        }
+        check_options(self.defaults, "KafkaBroker")
+
+    @property
+    def sync_timeout(self) -> float:
+        return float(self.defaults["sync_timeout"])
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
-        where = f"actor {actor.actor_name!r}"
-        if "dispatch_method" in actor.options:
-            check_dispatch_method(actor.options["dispatch_method"], where)
-        if "sync_timeout" in actor.options:
-            check_timeout(actor.options["sync_timeout"], where)
+        inherit_generic_options(actor, DISPATCH_OPTIONS)
+        check_options(actor.options, f"actor {actor.actor_name!r}")
 
-    def sync_timeout_for(self, broker: dramatiq.Broker, message: Message[Any]) -> float | None:
-        """Seconds to wait for ``message``'s delivery, or ``None`` to not wait."""
+    def option(self, broker: dramatiq.Broker, message: Message[Any], name: str) -> Any:
+        """The value of a dispatch option for ``message``, from the nearest level that sets it."""
+        if message.options.get(name) is not None:
+            value = message.options[name]
+            CHECKS[name](value, f"message {message.message_id}")
+            return value
         actor = broker.actors.get(message.actor_name)
-        actor_options = actor.options if actor is not None else {}
-        where = f"message {message.message_id}"
-        method = message.options.get(
-            "dispatch_method", actor_options.get("dispatch_method", self.dispatch_method)
-        )
-        if check_dispatch_method(method, where) == "async":
+        if actor is not None and actor.options.get(name) is not None:
+            return actor.options[name]
+        queue_config = getattr(broker, "queue_config", None)
+        queue_value = getattr(queue_config(message.queue_name), name, None) if queue_config else None
+        return self.defaults[name] if queue_value is None else queue_value
+
+    def sync_timeout_for(
+        self, broker: dramatiq.Broker, message: Message[Any], *, many: bool = False
+    ) -> float | None:
+        """Seconds to wait for ``message``'s delivery, or ``None`` to not wait."""
+        method = self.option(broker, message, "dispatch_many_method" if many else "dispatch_method")
+        return None if method == "async" else float(self.option(broker, message, "sync_timeout"))
+
+    def key_for(self, broker: dramatiq.Broker, message: Message[Any]) -> bytes | None:
+        """The record key of ``message``: its ``partition_key``, applied."""
+        key = self.option(broker, message, "partition_key")
+        if key is None:
             return None
-        return check_timeout(
-            message.options.get("sync_timeout", actor_options.get("sync_timeout", self.sync_timeout)), where
-        )
+        if callable(key):
+            key = key(*message.args, **message.kwargs)
+        return key if isinstance(key, bytes) else str(key).encode()
