@@ -3,7 +3,14 @@
 from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
 from .bulk import send_many
 from .config import DeadLetter, QueueConfig
-from .errors import ConfigurationError, DeliveryError, DeliveryTimeout, KafkaBrokerError, KafkaConnectionError
+from .errors import (
+    BufferFull,
+    ConfigurationError,
+    DeliveryError,
+    DeliveryTimeout,
+    KafkaBrokerError,
+    KafkaConnectionError,
+)
 from .middleware.context import (
     ContextError,
     ContextTooLarge,
@@ -19,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BOOTSTRAP_SERVERS_ENV",
+    "BufferFull",
     "ConfigurationError",
     "ContextError",
     "ContextTooLarge",

@@ -32,6 +32,11 @@ class DeliveryError(KafkaBrokerError):
         self.failures = failures or []
 
 
+class BufferFull(DeliveryError):
+    """An async send found librdkafka's local queue full: rather than block
+    the caller, the message is refused (nothing was sent)."""
+
+
 class DeliveryTimeout(DeliveryError):
     """A synchronous send was not acknowledged within its timeout.
 

@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from dramatiq.logging import get_logger
 
-from .errors import DeliveryError, DeliveryTimeout
+from .errors import BufferFull, DeliveryError, DeliveryTimeout
 from .wire import Headers
 
 #: Called with the delivery error (or ``None``) of one record.
@@ -206,18 +206,21 @@ class KafkaProducer:
             if on_delivery is not None:
                 on_delivery(error)
 
-        producer = self.producer
-        while True:
-            try:
-                producer.produce(topic, value, key, headers=headers, on_delivery=report)
-                return
-            except BufferError:
-                # The local queue is full: wait for deliveries to make room
-                # rather than drop the job.
-                producer.poll(0.1)
-            except KafkaException as e:
-                sends.reported(e.args[0])
-                raise DeliveryError(f"Kafka refused message {message_id}: {e.args[0]}") from e
+        try:
+            self.producer.produce(topic, value, key, headers=headers, on_delivery=report)
+        except BufferError:
+            # Waiting for room would block the caller for as long as Kafka is
+            # away: refuse instead, so the caller decides.
+            sends.reported(None)
+            raise BufferFull(
+                f"Message {message_id} was not sent: the producer's local queue is full "
+                f"(queue.buffering.max.messages / queue.buffering.max.kbytes); Kafka is slow "
+                f"or unreachable at {self.config.get('bootstrap.servers')!r}.",
+                [(message_id, "local queue full")],
+            ) from None
+        except KafkaException as e:
+            sends.reported(e.args[0])
+            raise DeliveryError(f"Kafka refused message {message_id}: {e.args[0]}") from e
 
     def send_all(self, records: list[OutgoingRecord], *, timeout: float | None = None) -> None:
         """Send records; with a ``timeout``, wait until Kafka acknowledged

@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from dramatiq_kafka import (
+    BufferFull,
     ConfigurationError,
     DeliveryError,
     DeliveryTimeout,
@@ -148,3 +149,26 @@ def test_bad_values_fail_at_declaration(
         dramatiq.actor(lambda: None, actor_name="job", queue_name=unique_name, **options)
     with pytest.raises(ConfigurationError, match="QueueConfig"):
         QueueConfig(dispatch_method="never")
+
+
+def test_async_send_never_blocks_it_refuses_when_the_local_queue_is_full(unique_name: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    broker = KafkaBroker(
+        bootstrap_servers=f"127.0.0.1:{port}",
+        create_topics=False,
+        producer_config={"queue.buffering.max.messages": 10},
+    )
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name=unique_name)
+    def job(i: int) -> None: ...
+
+    started = time.monotonic()
+    for i in range(10):
+        job.send(i)
+    with pytest.raises(BufferFull, match="local queue is full"):
+        job.send(10)
+    assert time.monotonic() - started < 1
+    broker.producer.close(timeout=0)
