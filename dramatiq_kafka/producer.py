@@ -232,20 +232,13 @@ class KafkaProducer:
             come within ``timeout`` seconds (those records may still be
             delivered).
         """
-        if timeout is None:
-            for record in records:
-                self.send(
-                    record.topic,
-                    record.value,
-                    message_id=record.message_id,
-                    key=record.key,
-                    headers=record.headers,
-                )
-            return
         reported = threading.Condition()
         outcomes: dict[str, KafkaError | None] = {}
 
-        def on_delivery_of(message_id: str) -> DeliveryCallback:
+        def on_delivery_of(message_id: str) -> DeliveryCallback | None:
+            if timeout is None:
+                return None
+
             def on_delivery(error: KafkaError | None) -> None:
                 with reported:
                     outcomes[message_id] = error
@@ -265,7 +258,11 @@ class KafkaProducer:
                     on_delivery=on_delivery_of(record.message_id),
                 )
             except DeliveryError as e:
+                if timeout is None:
+                    raise
                 failures.append((record.message_id, str(e)))
+        if timeout is None:
+            return
         with reported:
             reported.wait_for(lambda: len(outcomes) + len(failures) >= len(records), timeout)
             failures += [

@@ -15,7 +15,15 @@ from dramatiq.errors import QueueNotFound
 from dramatiq.middleware import CurrentMessage
 
 from dramatiq_kafka import ConfigurationError, DeliveryTimeout, KafkaBroker, QueueConfig
-from tests.helpers import committed_and_end, create_topic, read_topic, record_count, run_worker, wait_for
+from tests.helpers import (
+    closed_port,
+    committed_and_end,
+    create_topic,
+    read_topic,
+    record_count,
+    run_worker,
+    wait_for,
+)
 
 
 def new_broker(bootstrap: str, name: str, **kwargs: object) -> KafkaBroker:
@@ -82,9 +90,7 @@ def test_a_bad_dispatch_method_fails_at_declaration(broker: KafkaBroker, unique_
 
 
 def test_sync_send_to_an_unreachable_kafka_raises_within_the_timeout(unique_name: str) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = closed_port()
     broker = new_broker(f"127.0.0.1:{port}", unique_name, create_topics=False, sync_timeout=2)
 
     @dramatiq.actor(queue_name=unique_name, dispatch_method="sync")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections import Counter, defaultdict
@@ -21,7 +20,7 @@ from dramatiq_kafka import (
     QueueConfig,
     send_many,
 )
-from tests.helpers import read_topic, record_count, run_worker
+from tests.helpers import closed_port, read_topic, record_count, run_worker
 
 
 def test_jobs_with_the_same_partition_key_share_a_partition_and_run_in_order_one_at_a_time(
@@ -107,9 +106,7 @@ def test_sync_bulk_names_each_message_that_was_not_delivered(broker: KafkaBroker
 
 
 def test_sync_bulk_to_an_unreachable_kafka_times_out_naming_every_message(unique_name: str) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     broker = KafkaBroker(
         bootstrap_servers=f"127.0.0.1:{port}",
         create_topics=False,
@@ -152,9 +149,7 @@ def test_bad_values_fail_at_declaration(
 
 
 def test_async_send_never_blocks_it_refuses_when_the_local_queue_is_full(unique_name: str) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     broker = KafkaBroker(
         bootstrap_servers=f"127.0.0.1:{port}",
         create_topics=False,
