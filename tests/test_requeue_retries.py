@@ -14,11 +14,15 @@ from tests.helpers import read_topic, run_worker
 
 
 def test_a_bad_retry_mode_fails_at_declaration() -> None:
-    with pytest.raises(ConfigurationError, match=r"QueueConfig\(retry_mode='later'\): must be one of 'pause', 'requeue'"):
+    with pytest.raises(
+        ConfigurationError, match=r"QueueConfig\(retry_mode='later'\): must be one of 'pause', 'requeue'"
+    ):
         QueueConfig(retry_mode="later")
 
 
-def test_a_job_that_always_fails_does_not_hold_up_its_partition(kafka_bootstrap: str, unique_name: str) -> None:
+def test_a_job_that_always_fails_does_not_hold_up_its_partition(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
     broker = KafkaBroker(
         bootstrap_servers=kafka_bootstrap,
         group_id=f"group-{unique_name}",
