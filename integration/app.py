@@ -77,6 +77,12 @@ def patient(job_id: int, seconds: float) -> None:
     ledger_write(f"done {job_id} {where()}")
 
 
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def timed(job_id: int, due: float) -> None:
+    """A delayed job: tells whether it started before it was due."""
+    ledger_write(f"{'early' if time.time() < due else 'done'} {job_id} {where()}")
+
+
 @dramatiq.actor(queue_name=QUEUE)
 def failing(job_id: int) -> None:
     ledger_write(f"start {job_id} {where()}")
