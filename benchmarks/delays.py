@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -58,9 +57,11 @@ def run_worker(bootstrap: str, queue: str, seconds: float, probe: bool) -> None:
     if probe:
         broker.enqueue_many([stamp.message(time.time() + 1.0) for _ in range(200)], delay=1000)
         time.sleep(5)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: the latter keeps the parent's peak across exec.
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    rss_mb, peak_mb = (int(status[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM"))
     worker.stop()
-    print(json.dumps({"rss_mb": rss_mb}), flush=True)
+    print(json.dumps({"rss_mb": rss_mb, "peak_mb": peak_mb}), flush=True)
     broker.close()
 
 
@@ -80,9 +81,10 @@ def measure(bootstrap: str, backlog: int, seconds: float) -> dict[str, float]:
     ).stdout
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     late = sorted(line["late"] for line in lines if "late" in line)
-    rss = next(line["rss_mb"] for line in lines if "rss_mb" in line)
+    rss = next(line for line in lines if "rss_mb" in line)
     return {
-        "rss_mb": rss,
+        "rss_mb": rss["rss_mb"],
+        "peak_mb": rss["peak_mb"],
         "late_p50": statistics.median(late) if late else float("nan"),
         "late_max": max(late, default=float("nan")),
         "probes": len(late),
@@ -111,10 +113,11 @@ def main() -> None:
     finally:
         if cluster is not None:
             cluster.stop()
-    print(f"\n{'delayed jobs waiting':>22} {'worker RSS (MB)':>16} {'1 s jobs late p50':>18} {'max':>8}")
+    print(f"\n{'delayed jobs waiting':>22} {'RSS (MB)':>9} {'peak':>6} {'1 s jobs late p50':>18} {'max':>8}")
     for backlog, row in rows:
         print(
-            f"{backlog:>22,} {row['rss_mb']:>16.0f} {row['late_p50']:>17.3f}s {row['late_max']:>7.3f}s"
+            f"{backlog:>22,} {row['rss_mb']:>9.0f} {row['peak_mb']:>6.0f} "
+            f"{row['late_p50']:>17.3f}s {row['late_max']:>7.3f}s"
             f"   ({row['probes']:.0f} of 200 ran)"
         )
     base, single, double = (row["rss_mb"] for _, row in rows)

@@ -150,13 +150,17 @@ class KafkaConsumer(Consumer):
         self._next_poll = 0.0
         self._closed = False
 
-        defaults = dict(CONSUMER_DEFAULTS)
+        defaults = self.client_defaults()
         if config.get("group.protocol", "classic") == "classic":
             defaults.update(CLASSIC_GROUP_DEFAULTS)
         self._consumer = ConfluentConsumer({**defaults, **config, "on_commit": self._on_commit})
         self._consumer.subscribe(
             [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+
+    def client_defaults(self) -> dict[str, Any]:
+        """librdkafka settings of this consumer that the user's config may override."""
+        return dict(CONSUMER_DEFAULTS)
 
     # -- rebalance -----------------------------------------------------------------------------------
 

@@ -75,9 +75,19 @@ class DelayConsumer(KafkaConsumer):
     """
 
     def __init__(self, *, queue_topic: str, delay_buffer: int, **options: Any) -> None:
-        super().__init__(**options)
         self.queue_topic = queue_topic
         self.delay_buffer = delay_buffer
+        super().__init__(**options)
+
+    def client_defaults(self) -> dict[str, Any]:
+        # Records fetched ahead of a full partition are dropped when it pauses:
+        # fetching little more than a buffer keeps that waste (and the peak
+        # memory) small.
+        return {
+            **super().client_defaults(),
+            "queued.min.messages": self.delay_buffer,
+            "queued.max.messages.kbytes": 4096,
+        }
 
     def _should_pause(self, state: PartitionState) -> bool:
         return len(state.held) >= self.delay_buffer
