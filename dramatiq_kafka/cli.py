@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import dramatiq
+from confluent_kafka import KafkaError, KafkaException
 from dramatiq.common import dq_name
 
 from . import __version__
@@ -622,6 +623,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     except KafkaBrokerError as e:
         err.write(f"dramatiq-kafka: error: {e}\n")
         return EXIT_FAILED
+    except KafkaException as e:
+        error = e.args[0] if e.args else e
+        err.write(f"dramatiq-kafka: error: {getattr(error, 'str', lambda: str(error))()}\n")
+        invalid = isinstance(error, KafkaError) and error.code() == KafkaError._INVALID_ARG
+        return EXIT_USAGE if invalid else EXIT_FAILED
     except KeyboardInterrupt:
         err.write("dramatiq-kafka: interrupted\n")
         return 130

@@ -24,6 +24,7 @@ together by its exposition server.
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 import dramatiq
@@ -35,7 +36,7 @@ from .admin import TopicAdmin
 from .events import EVENTS
 
 #: Metric objects per registry: a registry refuses a second metric of a name.
-_METRICS: dict[int, _Metrics] = {}
+_METRICS: weakref.WeakKeyDictionary[Any, _Metrics] = weakref.WeakKeyDictionary()
 _METRICS_LOCK = threading.Lock()
 
 
@@ -118,9 +119,9 @@ class KafkaMetrics(Middleware):
                 import prometheus_client
 
                 registry = prometheus_client.REGISTRY
-            metrics = _METRICS.get(id(registry))
+            metrics = _METRICS.get(registry)
             if metrics is None:
-                metrics = _METRICS[id(registry)] = _Metrics(registry)
+                metrics = _METRICS[registry] = _Metrics(registry)
             self._metrics = metrics
             return metrics
 
