@@ -78,7 +78,9 @@ def load_broker(spec: str) -> KafkaBroker:
     try:
         module = importlib.import_module(module_name)
     except Exception as e:
-        raise UsageError(f"Cannot import the broker module {module_name!r}: {type(e).__name__}: {e}") from None
+        raise UsageError(
+            f"Cannot import the broker module {module_name!r}: {type(e).__name__}: {e}"
+        ) from None
     candidate = getattr(module, attribute or "broker", None)
     if candidate is None and not attribute:
         candidate = dramatiq.broker.global_broker
@@ -159,7 +161,9 @@ def make_context(args: argparse.Namespace, out: TextIO) -> Context:
     config: dict[str, Any] = dict(broker.client_config) if broker is not None else {}
     if args.config:
         config.update(read_properties(args.config))
-    servers = args.bootstrap_servers or config.get("bootstrap.servers") or os.environ.get(BOOTSTRAP_SERVERS_ENV)
+    servers = (
+        args.bootstrap_servers or config.get("bootstrap.servers") or os.environ.get(BOOTSTRAP_SERVERS_ENV)
+    )
     config["bootstrap.servers"] = servers or "localhost:9092"
     # librdkafka's own warnings (a coordinator still loading...) are noise here.
     config.setdefault("log_level", 3)
@@ -177,7 +181,9 @@ def print_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[obje
     cells = [[str(cell) for cell in row] for row in [header, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for row in cells:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+        out.write(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n"
+        )
 
 
 def print_json(out: TextIO, data: object) -> None:
@@ -223,7 +229,8 @@ def cmd_topics(args: argparse.Namespace, ctx: Context) -> int:
     admin = ctx.admin()
     try:
         topics = admin.topic_names()
-        rows, data = [], []
+        rows: list[tuple[object, ...]] = []
+        data: list[dict[str, Any]] = []
         for queue in ctx.queues(topics, args.queue):
             for kind, topic in (
                 ("queue", ctx.topic(queue)),
@@ -277,7 +284,11 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
         wanted = {
             topic
             for queue in queues
-            for topic in (broker.topic_name(queue), broker.topic_name(dq_name(queue)), broker.dead_letter_topic(queue))
+            for topic in (
+                broker.topic_name(queue),
+                broker.topic_name(dq_name(queue)),
+                broker.dead_letter_topic(queue),
+            )
         }
         # A created topic takes a moment to show in the metadata.
         deadline = time.monotonic() + ctx.timeout
@@ -306,7 +317,7 @@ def cmd_lag(args: argparse.Namespace, ctx: Context) -> int:
     admin = ctx.admin()
     try:
         topics = admin.topic_names()
-        data = []
+        data: list[dict[str, Any]] = []
         for queue in ctx.queues(topics, args.queue):
             for name in (queue, dq_name(queue)):
                 topic = ctx.topic(name)
@@ -375,7 +386,9 @@ def filters_of(args: argparse.Namespace) -> Filters:
 def dead_letter_reader(args: argparse.Namespace, ctx: Context) -> DeadLetterReader:
     topic = args.topic or ctx.dead_letter_topic(args.queue)
     check_reachable(ctx.bootstrap_servers, min(ctx.timeout, 5.0))
-    return DeadLetterReader(ctx.config, topic, args.dlq_group or dlq_group_for(ctx.group), timeout=ctx.timeout)
+    return DeadLetterReader(
+        ctx.config, topic, args.dlq_group or dlq_group_for(ctx.group), timeout=ctx.timeout
+    )
 
 
 def describe(record: DeadLetterRecord, replayed: bool, *, traceback: bool) -> str:
@@ -505,8 +518,12 @@ def _connection_options() -> argparse.ArgumentParser:
         help="take topic prefix, group, dead-letter topics and settings from this module's KafkaBroker",
     )
     group.add_argument("--prefix", help="topic prefix (default: the broker's, or none)")
-    group.add_argument("--group", "-g", help="the workers' consumer group (default: the broker's, or dramatiq)")
-    group.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per request (default 10)")
+    group.add_argument(
+        "--group", "-g", help="the workers' consumer group (default: the broker's, or dramatiq)"
+    )
+    group.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="per request (default 10)"
+    )
     return common
 
 
@@ -516,9 +533,13 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--topic", help="the dead-letter topic (default: the broker's for QUEUE, or QUEUE.XQ)")
     group.add_argument("--dlq-group", help="the group recording replays (default: GROUP.dlq)")
     group.add_argument("--actor", action="append", metavar="NAME", help="only this actor (repeatable)")
-    group.add_argument("--error-type", action="append", metavar="TYPE", help="only this error_type (repeatable)")
+    group.add_argument(
+        "--error-type", action="append", metavar="TYPE", help="only this error_type (repeatable)"
+    )
     group.add_argument("--partition", type=int, help="only this partition of the dead-letter topic")
-    group.add_argument("--offsets", metavar="START-END", help="only these offsets (inclusive; START- or -END)")
+    group.add_argument(
+        "--offsets", metavar="START-END", help="only these offsets (inclusive; START- or -END)"
+    )
     group.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -588,7 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _filter_options(dlq_replay)
     dlq_replay.add_argument("--to", metavar="QUEUE", help="send to this queue instead of the source")
-    dlq_replay.add_argument("--dry-run", "-n", action="store_true", help="list what would be sent; send nothing")
+    dlq_replay.add_argument(
+        "--dry-run", "-n", action="store_true", help="list what would be sent; send nothing"
+    )
     dlq_replay.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -611,9 +634,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     try:
         ctx = make_context(args, out)
         if args.run is cmd_dlq_replay:
-            return cmd_dlq_replay(args, ctx, err)
-        code: int = args.run(args, ctx)
-        return code
+            return int(cmd_dlq_replay(args, ctx, err))
+        return int(args.run(args, ctx))
     except UsageError as e:
         err.write(f"dramatiq-kafka: error: {e}\n")
         return EXIT_USAGE

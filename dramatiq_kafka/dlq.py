@@ -28,7 +28,7 @@ from dramatiq.logging import get_logger
 
 from .errors import KafkaBrokerError, KafkaConnectionError
 from .producer import PRODUCER_DEFAULTS
-from .wire import ACTOR_HEADER, MESSAGE_ID_HEADER
+from .wire import ACTOR_HEADER, MESSAGE_ID_HEADER, Headers
 
 #: Headers the dead-letter writer adds; a replay leaves them out.
 DEAD_LETTER_HEADERS = frozenset(
@@ -71,7 +71,7 @@ class DeadLetterRecord:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...]
+    headers: tuple[tuple[str, str | bytes | None], ...]
     timestamp: int
 
     @classmethod
@@ -92,11 +92,11 @@ class DeadLetterRecord:
         """The last value of a header, as text."""
         for key, value in reversed(self.headers):
             if key == name:
-                return None if value is None else value.decode(errors="replace")
+                return value.decode(errors="replace") if isinstance(value, bytes) else value
         return None
 
     @property
-    def original_headers(self) -> list[tuple[str, bytes | None]]:
+    def original_headers(self) -> Headers:
         """The headers of the record as it was enqueued."""
         return [(key, value) for key, value in self.headers if key not in DEAD_LETTER_HEADERS]
 
@@ -499,7 +499,9 @@ def replay(
             else:
                 with lock:
                     unacknowledged[(record.partition, record.offset)] = "not acknowledged"
-                refused = _produce(producer, destination, record, on_delivery_of(record.partition, record.offset))
+                refused = _produce(
+                    producer, destination, record, on_delivery_of(record.partition, record.offset)
+                )
                 if refused is None:
                     sent += 1
                 else:
@@ -537,7 +539,9 @@ def replay(
                     watermark,
                 )
                 metadata = metadata[: metadata.rfind(",", 0, MAX_METADATA)]
-            offsets.append(TopicPartition(reader.topic, partition, watermark, metadata=METADATA_PREFIX + metadata))
+            offsets.append(
+                TopicPartition(reader.topic, partition, watermark, metadata=METADATA_PREFIX + metadata)
+            )
         if offsets:
             reader.commit(offsets)
     result.replayed = sent

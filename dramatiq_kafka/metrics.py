@@ -33,6 +33,7 @@ from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
 from .admin import TopicAdmin
+from .broker import KafkaBroker
 from .events import EVENTS
 
 #: Metric objects per registry: a registry refuses a second metric of a name.
@@ -103,7 +104,7 @@ class KafkaMetrics(Middleware):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._admin: TopicAdmin | None = None
-        self._broker: Any = None
+        self._broker: KafkaBroker | None = None
         # Subscribed at once: enqueueing processes report delivery errors too.
         EVENTS.subscribe(self)
 
@@ -141,7 +142,7 @@ class KafkaMetrics(Middleware):
 
     # -- lag -----------------------------------------------------------------------------------------
 
-    def update_lag(self, broker: dramatiq.Broker | None = None) -> dict[str, int]:
+    def update_lag(self, broker: KafkaBroker | None = None) -> dict[str, int]:
         """Read the group's lag on every declared queue (and delay queue)
         now and set the gauges; return the total per queue.
 
@@ -154,7 +155,9 @@ class KafkaMetrics(Middleware):
             return {}
         with self._lock:
             if self._admin is None:
-                self._admin = TopicAdmin(broker.client_config, broker.group_id, timeout=broker.request_timeout)
+                self._admin = TopicAdmin(
+                    broker.client_config, broker.group_id, timeout=broker.request_timeout
+                )
             admin = self._admin
         totals = {}
         existing = admin.topic_names()
@@ -181,6 +184,8 @@ class KafkaMetrics(Middleware):
     # -- worker hooks --------------------------------------------------------------------------------
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        if not isinstance(broker, KafkaBroker):
+            return
         self._broker = broker
         self._stop.clear()
         self._thread = threading.Thread(target=self._read_lag, name="dramatiq-kafka-lag", daemon=True)

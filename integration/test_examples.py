@@ -23,9 +23,7 @@ from tests.helpers import closed_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(
-    path
-    for path in (ROOT / "examples").iterdir()
-    if path.is_dir() and not path.name.startswith(("_", "."))
+    path for path in (ROOT / "examples").iterdir() if path.is_dir() and not path.name.startswith(("_", "."))
 )
 
 pytestmark = pytest.mark.slow

@@ -154,7 +154,15 @@ def test_topics_ensure_creates_what_the_broker_declares(
 
     code, out, _ = run("topics", "--broker", module, "--queue", "mail")
     assert code == 0
-    assert out.splitlines()[0].split() == ["QUEUE", "KIND", "TOPIC", "PARTITIONS", "MESSAGES", "END", "OFFSETS"]
+    assert out.splitlines()[0].split() == [
+        "QUEUE",
+        "KIND",
+        "TOPIC",
+        "PARTITIONS",
+        "MESSAGES",
+        "END",
+        "OFFSETS",
+    ]
     assert f"{p}mail " in out and "0:2 1:2 2:1" in out and f"{p}reports" not in out
 
 
@@ -168,9 +176,7 @@ def test_lag_is_end_minus_committed(kafka_bootstrap: str, unique_name: str) -> N
     producer.flush(10)
     group = f"group-{unique_name}"
     committer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
-    committer.commit(
-        offsets=[TopicPartition(queue, 0, 2), TopicPartition(queue, 2, 4)], asynchronous=False
-    )
+    committer.commit(offsets=[TopicPartition(queue, 0, 2), TopicPartition(queue, 2, 4)], asynchronous=False)
     committer.close()
 
     report = run_json("lag", queue, "-b", kafka_bootstrap, "--group", group)
@@ -256,7 +262,10 @@ def test_dlq_show_decodes_jobs_errors_and_origin(dead_letters: dict[str, Any]) -
     assert "raise ValueError" in dlq_json("show", d, "--traceback", "--limit", "1")[0]["error_traceback"]
 
     assert [r["offset"] for r in dlq_json("show", d, "--actor", "fetch")] == [1, 3]
-    assert [r["offset"] for r in dlq_json("show", d, "--error-type", "ValueError", "--offsets", "1-")] == [2, 4]
+    assert [r["offset"] for r in dlq_json("show", d, "--error-type", "ValueError", "--offsets", "1-")] == [
+        2,
+        4,
+    ]
     assert [r["offset"] for r in dlq_json("show", d, "--offsets", "1-3", "--limit", "2")] == [1, 2]
 
     code, out, _ = dlq("show", d, "--offsets", "0")

@@ -71,10 +71,12 @@ def test_retries_dead_letters_and_paused_partitions(
         wait_for(lambda: value(registry, "dramatiq_kafka_paused_partitions", queue_name=queue) == 0)
         # The lag thread reads the group's commits.
         wait_for(
-            lambda: registry.get_sample_value(
-                "dramatiq_kafka_consumer_lag", {"queue_name": queue, "partition": "0"}
+            lambda: (
+                registry.get_sample_value(
+                    "dramatiq_kafka_consumer_lag", {"queue_name": queue, "partition": "0"}
+                )
+                == 0
             )
-            == 0
         )
     finally:
         worker.stop()
