@@ -73,8 +73,8 @@ def test_bad_usage_exits_2(tmp_path: Path, kafka_bootstrap: str) -> None:
     code, _, err = run("lag", "--broker", "no.such.module")
     assert code == 2 and "Cannot import the broker module 'no.such.module'" in err
 
-    code, _, err = run("lag", "--broker", "json")
-    assert code == 2 and "'json' holds no KafkaBroker (found nothing)" in err
+    code, _, err = run("lag", "--broker", "json:loads")
+    assert code == 2 and "'json:loads' holds no KafkaBroker (found function)" in err
 
     code, _, err = run("dlq", "show", "q", "-b", kafka_bootstrap, "--offsets", "9-3")
     assert code == 2 and "--offsets '9-3': the start is after the end" in err
