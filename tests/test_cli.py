@@ -343,3 +343,20 @@ def test_console_script_runs_against_kafka(kafka_bootstrap: str, unique_name: st
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["total"] == 0
+
+
+def test_dlq_replay_commits_only_what_kafka_acknowledged(dead_letters: dict[str, Any]) -> None:
+    d, queue = dead_letters, dead_letters["queue"]
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": d["bootstrap"]})
+    tiny = NewTopic(f"{queue}-tiny", 1, 1, config={"max.message.bytes": "50"})  # refuses every batch
+    admin.create_topics([tiny])[f"{queue}-tiny"].result(10)
+
+    code, out, err = dlq("replay", d, "--to", f"{queue}-tiny", "--actor", "fetch")
+    assert code == 1
+    assert "Replayed 0 dead letter(s)" in out and "2 failed" in out
+    assert "error: 0/1: " in err and "error: 0/3: " in err and "too large" in err
+    # Nothing was committed: every dead letter is still there to replay.
+    assert [r["offset"] for r in dlq_json("show", d, "--pending")] == [0, 1, 2, 3, 4]
+    assert dlq_json("replay", d)["replayed"] == 5
