@@ -360,3 +360,27 @@ def test_dlq_replay_commits_only_what_kafka_acknowledged(dead_letters: dict[str,
     # Nothing was committed: every dead letter is still there to replay.
     assert [r["offset"] for r in dlq_json("show", d, "--pending")] == [0, 1, 2, 3, 4]
     assert dlq_json("replay", d)["replayed"] == 5
+
+
+def test_dlq_show_of_a_record_that_is_no_job(kafka_bootstrap: str, unique_name: str) -> None:
+    queue = unique_name
+    broker = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"group-{unique_name}",
+        queues={queue: QueueConfig(partitions=1)},
+    )
+    dramatiq.set_broker(broker)
+    dramatiq.actor(lambda: None, actor_name="noop", queue_name=queue)
+    broker.ensure_topics(queue)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(queue, b"not json", b"k")  # written by some other service
+    producer.flush(10)
+    run_worker(broker, queue)
+    broker.close()
+
+    code, out, _ = run("dlq", "show", queue, "-b", kafka_bootstrap, "--error-type", "Undeliverable")
+    assert code == 0
+    assert "  value      not json\n" in out and "  key        k\n" in out
+    assert "  error      Undeliverable: The record value is not JSON" in out
+    assert "  actor" not in out
+    assert run_json("dlq", "show", queue, "-b", kafka_bootstrap, "--error-type", "ValueError") == []
