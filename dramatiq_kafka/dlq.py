@@ -14,9 +14,12 @@ with other filters picks up exactly the ones left.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,6 +225,43 @@ def decode_offsets(text: str) -> set[int]:
     return offsets
 
 
+def encode_replayed(committed: int, offsets: Sequence[int]) -> str:
+    """The commit metadata listing the ``offsets`` replayed past ``committed``:
+    ranges (``"5-7,9"``), or where shorter, a compressed bitmap of the
+    offsets after ``committed`` (``"z:<base64>"``) — interleaved offsets, as
+    a filter by actor leaves them, take a bit each."""
+    ranges = encode_offsets(offsets)
+    if not offsets:
+        return ranges
+    bits = bytearray((offsets[-1] - committed - 1) // 8 + 1)
+    for offset in offsets:
+        index = offset - committed - 1
+        bits[index >> 3] |= 1 << (index & 7)
+    packed = "z:" + base64.b64encode(zlib.compress(bytes(bits), 9)).decode()
+    return min(ranges, packed, key=len)
+
+
+def decode_replayed(committed: int, text: str) -> set[int]:
+    """The offsets of :func:`encode_replayed`' text.
+
+    Raises:
+      ValueError: When the text is neither ranges nor a bitmap.
+    """
+    if not text.startswith("z:"):
+        return decode_offsets(text)
+    try:
+        bits = zlib.decompress(base64.b64decode(text[2:], validate=True))
+    except (binascii.Error, zlib.error) as e:
+        raise ValueError(f"not a replay bitmap: {e}") from None
+    return {
+        committed + 1 + 8 * index + bit
+        for index, byte in enumerate(bits)
+        if byte
+        for bit in range(8)
+        if byte >> bit & 1
+    }
+
+
 class DeadLetterReader:
     """Reads a dead-letter topic from given offsets up to its end as it was
     when reading began.
@@ -290,7 +330,7 @@ class DeadLetterReader:
             metadata = tp.metadata or ""
             if metadata.startswith(METADATA_PREFIX):
                 try:
-                    beyond = decode_offsets(metadata[len(METADATA_PREFIX) :])
+                    beyond = decode_replayed(tp.offset, metadata[len(METADATA_PREFIX) :])
                 except ValueError:
                     get_logger(__name__).warning(
                         "Ignoring the unreadable commit metadata of %s/%d.", self.topic, tp.partition
@@ -488,7 +528,7 @@ def replay(
             result.failed += 1
             result.errors.append(f"{record.partition}/{record.offset}: no source_topic header; use --to")
             _left(state, record.offset)
-        elif state.left and state.metadata_chars > MAX_METADATA:
+        elif state.left and min(state.metadata_chars, _bitmap_chars(state, record.offset)) > MAX_METADATA:
             result.deferred += 1
             _left(state, record.offset)
         else:
@@ -528,7 +568,7 @@ def replay(
             if state.stop <= state.start:
                 continue
             watermark, beyond_list = state.commit_point()
-            metadata = encode_offsets(beyond_list)
+            metadata = encode_replayed(watermark, beyond_list)
             if len(metadata) > MAX_METADATA:
                 # Too many islands to list: the replayed ones past the cut
                 # may be sent again by a later replay.
@@ -538,7 +578,8 @@ def replay(
                     len(beyond_list),
                     watermark,
                 )
-                metadata = metadata[: metadata.rfind(",", 0, MAX_METADATA)]
+                ranges = encode_offsets(beyond_list)
+                metadata = ranges[: ranges.rfind(",", 0, MAX_METADATA)]
             offsets.append(
                 TopicPartition(reader.topic, partition, watermark, metadata=METADATA_PREFIX + metadata)
             )
@@ -546,6 +587,12 @@ def replay(
             reader.commit(offsets)
     result.replayed = sent
     return result
+
+
+def _bitmap_chars(state: _PartitionReplay, offset: int) -> int:
+    """The most characters the bitmap of replayed offsets up to ``offset`` takes."""
+    # Streaming appends offsets in order: the first one left is the lowest.
+    return 4 * ((offset - state.left[0]) // 8 // 3 + 1) + 2
 
 
 def _handled(state: _PartitionReplay, offset: int) -> None:

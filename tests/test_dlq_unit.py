@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from dramatiq_kafka import testing
 from dramatiq_kafka.cli import parse_offsets
-from dramatiq_kafka.dlq import _PartitionReplay, decode_offsets, encode_offsets
+from dramatiq_kafka.dlq import (
+    MAX_METADATA,
+    _PartitionReplay,
+    decode_offsets,
+    decode_replayed,
+    encode_offsets,
+    encode_replayed,
+)
 
 
 @given(st.sets(st.integers(min_value=0, max_value=10_000)))
@@ -18,6 +25,22 @@ def test_offsets_survive_their_encoding(offsets: set[int]) -> None:
     text = encode_offsets(sorted(offsets))
     assert decode_offsets(text) == offsets
     assert len(text.split(",")) <= max(1, len(offsets))
+
+
+@given(st.integers(min_value=-1, max_value=10**9), st.sets(st.integers(min_value=1, max_value=5000)))
+def test_replayed_offsets_survive_their_encoding(committed: int, distances: set[int]) -> None:
+    offsets = sorted(committed + distance for distance in distances)
+    assert decode_replayed(committed, encode_replayed(committed, offsets)) == set(offsets)
+
+
+def test_interleaved_offsets_take_a_bitmap() -> None:
+    # What a replay filtered by one of two alternating actors leaves: 10,000 islands.
+    offsets = list(range(1, 20_000, 2))
+    text = encode_replayed(0, offsets)
+    assert text.startswith("z:") and len(text) < 200 < MAX_METADATA < len(encode_offsets(offsets))
+    assert decode_replayed(0, text) == set(offsets)
+    with pytest.raises(ValueError, match="not a replay bitmap"):
+        decode_replayed(0, "z:???")
 
 
 def test_offsets_are_ranges() -> None:
