@@ -557,13 +557,17 @@ def build_parser() -> argparse.ArgumentParser:
         "topics",
         parents=[common],
         help="list the queues' topics with partitions and end offsets",
+        usage="%(prog)s [-h] [connection options] [--queue QUEUE] [--json]\n"
+        "       %(prog)s ensure [-h] [connection options] MODULE[:ATTR]",
         description="List each queue's topic, delay topic (.DQ) and dead-letter topic, "
         "with partitions, messages kept and end offsets.",
     )
     topics.add_argument("--queue", "-q", action="append", help="only this queue (repeatable)")
     topics.add_argument("--json", action="store_true", help="print JSON")
     topics.set_defaults(run=cmd_topics)
-    topics_commands = topics.add_subparsers(dest="topics_command", metavar="ensure")
+    topics_commands = topics.add_subparsers(
+        dest="topics_command", title="subcommand", metavar="ensure", prog="dramatiq-kafka topics"
+    )
     ensure = topics_commands.add_parser(
         "ensure",
         parents=[common],
