@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
@@ -10,6 +11,30 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from dramatiq.logging import get_logger
 
 from .errors import KafkaBrokerError, KafkaConnectionError
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """How far a group is behind on one partition.
+
+    Attributes:
+      partition(int): The partition id.
+      committed(int): The group's committed offset, ``-1`` when it never
+        committed one.
+      low(int): The first offset still in the partition.
+      end(int): The offset the next record will get.
+    """
+
+    partition: int
+    committed: int
+    low: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        """Records the group has yet to finish; with no commit, the group
+        starts at the first record kept (``auto.offset.reset=earliest``)."""
+        return max(0, self.end - max(self.committed, self.low))
 
 
 class TopicAdmin:
@@ -128,6 +153,16 @@ class TopicAdmin:
         except KafkaException as e:
             raise self._unreachable(e.args[0]) from None
         return {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in committed}
+
+    def lag(self, topic: str) -> list[PartitionLag]:
+        """The group's position against the end of every partition of a
+        topic (``[]`` when the topic does not exist)."""
+        watermarks = self.watermarks(topic)
+        committed = self.committed_offsets(topic, list(watermarks))
+        return [
+            PartitionLag(partition, committed.get(partition, -1), low, end)
+            for partition, (low, end) in sorted(watermarks.items())
+        ]
 
     def truncate(self, topic: str) -> None:
         """Delete every record currently in a topic (for tests and ``flush``)."""

@@ -28,6 +28,7 @@ from dramatiq.message import Message
 
 from .dead_letters import DeadLetterWriter
 from .errors import DeliveryError, KafkaConnectionError
+from .events import EVENTS
 from .partitions import KafkaMessageProxy, PartitionState
 from .producer import KafkaProducer
 from .retries import RetryPolicy
@@ -251,6 +252,8 @@ class KafkaConsumer(Consumer):
                 if pause != state.paused:
                     state.paused = pause
                     changes[pause].append(TopicPartition(self.topic, state.partition))
+        if changes[True] or changes[False]:
+            EVENTS.paused(self.queue_name, sum(s.paused for s in list(self._partitions.values())))
         if changes[True]:
             self._consumer.pause(changes[True])
         if changes[False]:
@@ -458,6 +461,7 @@ class KafkaConsumer(Consumer):
                 state.streak = 0
                 state.failing_offset = None
         if retry:
+            EVENTS.retried(self.queue_name)
             self.logger.warning(
                 "%s failed (%s: %s); partition %d waits %.1fs and runs it again (attempt %d).",
                 message,
@@ -551,6 +555,7 @@ class KafkaConsumer(Consumer):
         def written() -> None:
             with self._lock:
                 state.dead_letters_pending -= 1
+            EVENTS.dead_lettered(self.queue_name, self.dead_letter_topic)
             self._finish(state, offset)
             self._wake()
 

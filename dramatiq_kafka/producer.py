@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from dramatiq.logging import get_logger
 
 from .errors import BufferFull, DeliveryError, DeliveryTimeout
+from .events import EVENTS
 from .wire import Headers
 
 #: Called with the delivery error (or ``None``) of one record.
@@ -203,6 +204,8 @@ class KafkaProducer:
 
         def report(error: KafkaError | None, _record: Message) -> None:
             sends.reported(error)
+            if error is not None:
+                EVENTS.delivery_failed(topic)
             if error is not None and not retried_by_caller:
                 self.reports.record(message_id, error)
                 self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, error)
