@@ -504,6 +504,7 @@ class KafkaConsumer(Consumer):
                 state.abandoned += 1
             self.logger.error("%s failed and could not be sent again; its offset stays uncommitted.", message)
             return
+        EVENTS.retried(self.queue_name)
         self.logger.warning(
             "%s failed (%s: %s); sent again to run in %.1fs (attempt %d).",
             message,
