@@ -82,14 +82,15 @@ class Progress:
         data = options.get(PROGRESS_OPTION)
         if not isinstance(data, dict):
             return cls()
-        finished = data.get("finished")
+        # Written by other producers too: take what is well-formed, ignore the rest.
+        finished, step, resumptions = data.get("finished"), data.get("step"), data.get("resumptions")
         return cls(
             finished=[name for name in finished if isinstance(name, str)]
             if isinstance(finished, list)
             else [],
-            step=data.get("step") if isinstance(data.get("step"), str) else None,
+            step=step if isinstance(step, str) else None,
             cursor=data.get("cursor"),
-            resumptions=int(data.get("resumptions") or 0),
+            resumptions=resumptions if isinstance(resumptions, int) else 0,
         )
 
     def as_option(self) -> dict[str, Any]:

@@ -8,9 +8,11 @@ import dramatiq
 import pytest
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dramatiq_kafka import DeadLetter, KafkaBroker, QueueConfig
-from dramatiq_kafka.continuation import Continuation, ContinuationError, Step, continuable
+from dramatiq_kafka.continuation import Continuation, ContinuationError, Progress, Step, continuable
 from tests.helpers import run_worker, wait_for
 
 
@@ -25,6 +27,21 @@ def test_outside_a_kafka_worker_a_job_runs_straight_through() -> None:
 
     job(2)
     assert ran == ["a", "b0", "b1"]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["finished", "step", "cursor", "resumptions", "x"]), JSON))
+def test_progress_from_any_message_is_well_formed_and_round_trips(data: dict[str, object]) -> None:
+    progress = Progress.from_options({"continuation": data})
+    assert all(isinstance(name, str) for name in progress.finished)
+    assert progress.step is None or isinstance(progress.step, str)
+    assert Progress.from_options({"continuation": progress.as_option()}) == progress
 
 
 def test_mistakes_are_named() -> None:
