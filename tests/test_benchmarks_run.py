@@ -24,5 +24,5 @@ def test_the_delay_benchmark_prints_its_table(kafka_bootstrap: str) -> None:
         timeout=240,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "worker RSS (MB)" in result.stdout
+    assert "RSS (MB)" in result.stdout
     assert "(200 of 200 ran)" in result.stdout
