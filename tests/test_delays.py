@@ -13,7 +13,7 @@ from dramatiq import Worker
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dramatiq_kafka import ConfigurationError, KafkaBroker, QueueConfig
+from dramatiq_kafka import ConfigurationError, KafkaBroker
 from dramatiq_kafka.delays import TIER_BOUNDS, TIERS, delay_partition, delay_tier, tier_partitions
 from tests.helpers import create_topic, read_topic, record_count, wait_for
 
@@ -40,25 +40,6 @@ def test_a_delay_goes_to_a_partition_of_its_tier() -> None:
     assert delay_tier(3_000) == 1
     assert delay_tier(TIER_BOUNDS[-1] + 1) == TIERS - 1
     assert {delay_partition(3_000, 18) for _ in range(10)} == set(tier_partitions(1, 18))
-
-
-@pytest.fixture
-def make_broker(kafka_bootstrap: str, unique_name: str) -> Iterator[Callable[..., KafkaBroker]]:
-    brokers: list[KafkaBroker] = []
-
-    def make(**queue: object) -> KafkaBroker:
-        broker = KafkaBroker(
-            bootstrap_servers=kafka_bootstrap,
-            group_id=f"group-{unique_name}",
-            queues={unique_name: QueueConfig(**queue)},  # type: ignore[arg-type]
-        )
-        dramatiq.set_broker(broker)
-        brokers.append(broker)
-        return broker
-
-    yield make
-    for broker in brokers:
-        broker.close()
 
 
 def warm_up(stamp: dramatiq.Actor[..., None], starts: dict[str, float]) -> None:
