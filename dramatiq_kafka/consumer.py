@@ -207,6 +207,7 @@ class KafkaConsumer(Consumer):
                 state = self._partitions.pop(tp.partition, None)
                 if state is not None:
                     state.revoked = True
+                    state.owned = False
 
     # -- committing ----------------------------------------------------------------------------------
 
@@ -226,9 +227,9 @@ class KafkaConsumer(Consumer):
             candidates = []
             for partition in wanted:
                 state = self._partitions.get(partition)
-                watermark = state.offsets.commit_candidate() if state is not None else None
-                if watermark is not None:
-                    candidates.append(TopicPartition(self.topic, partition, watermark))
+                position = self._commit_position(state) if state is not None else None
+                if position is not None:
+                    candidates.append(position)
         if not candidates:
             return
         try:
@@ -239,6 +240,11 @@ class KafkaConsumer(Consumer):
                 self._on_commit(None, committed)
         except KafkaException as e:
             self.logger.warning("Offset commit failed: %s", e.args[0])
+
+    def _commit_position(self, state: PartitionState) -> TopicPartition | None:
+        """What to commit for ``state`` now, if anything (under the lock)."""
+        watermark = state.offsets.commit_candidate()
+        return None if watermark is None else TopicPartition(self.topic, state.partition, watermark)
 
     # -- flow control --------------------------------------------------------------------------------
 
@@ -480,29 +486,29 @@ class KafkaConsumer(Consumer):
     def _requeue(self, message: KafkaMessageProxy, error: Exception) -> None:
         """Send a failed job again with its backoff as a delay, and move on;
         each job has its own budget, counted in the message."""
-        state = message._state
         policy = self.retry_policy(message)
-        message.failures = int(message.options.get("retries", 0)) + 1
-        if not policy.should_retry(message.failures, error):
+        failures = int(message.options.get("retries", 0)) + 1
+        if not policy.should_retry(failures, error):
+            message.failures = failures
             self.logger.error(
-                "%s failed %d time(s); moving it to %r.", message, message.failures, self.dead_letter_topic
+                "%s failed %d time(s); moving it to %r.", message, failures, self.dead_letter_topic
             )
             self._reject(message)
             return
-        delay = policy.backoff(message.failures)
+        delay = policy.backoff(failures)
         assert self.send_retry is not None
+        message.failures = failures
         try:
             self.send_retry(message, delay)
             sent = self.producer.settle_thread_sends(self.settle_timeout)
-        except DeliveryError as e:
-            self.logger.error("%s", e)
+        except Exception as e:  # Kafka unreachable, a topic that cannot be created, ...
+            self.logger.error("Could not send %s again: %s", message, e)
             sent = False
         if not sent:
-            # Its retry may not be in Kafka: keep the failed run's offset
-            # uncommitted, so that it runs again after a restart.
-            with self._lock:
-                state.abandoned += 1
-            self.logger.error("%s failed and could not be sent again; its offset stays uncommitted.", message)
+            # Its retry may not be in Kafka: retry it in place instead.  If
+            # the send did land after all, the job runs once more (at least once).
+            message.failures = failures - 1
+            self._failed(message, error)
             return
         EVENTS.retried(self.queue_name)
         self.logger.warning(
@@ -511,9 +517,9 @@ class KafkaConsumer(Consumer):
             type(error).__name__,
             error,
             delay / 1000,
-            message.failures + 1,
+            failures + 1,
         )
-        self._finish(state, message.offset)
+        self._finish(message._state, message.offset)
 
     def nack(self, message: MessageProxy) -> None:
         """A job was rejected (an unknown actor, a ``throws`` exception)."""
@@ -593,5 +599,6 @@ class KafkaConsumer(Consumer):
                 self._closed = True
                 for state in self._partitions.values():
                     state.revoked = True
+                    state.owned = False
                 self._partitions.clear()
             self._consumer.close()

@@ -14,12 +14,8 @@ with other filters picks up exactly the ones left.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +26,7 @@ from confluent_kafka import Message as KafkaRecord
 from dramatiq.logging import get_logger
 
 from .errors import KafkaBrokerError, KafkaConnectionError
+from .offsets import decode_done_past, encode_done_past, encode_offsets
 from .producer import PRODUCER_DEFAULTS
 from .wire import ACTOR_HEADER, MESSAGE_ID_HEADER, Headers
 
@@ -193,75 +190,6 @@ class Filters:
         return self.end_offset is None or offset <= self.end_offset
 
 
-def encode_offsets(offsets: Sequence[int]) -> str:
-    """Sorted offsets as ranges: ``[5, 6, 7, 9]`` → ``"5-7,9"``."""
-    parts: list[str] = []
-    start = previous = None
-    for offset in offsets:
-        if previous is not None and offset == previous + 1:
-            previous = offset
-            continue
-        if start is not None:
-            parts.append(str(start) if start == previous else f"{start}-{previous}")
-        start = previous = offset
-    if start is not None:
-        parts.append(str(start) if start == previous else f"{start}-{previous}")
-    return ",".join(parts)
-
-
-def decode_offsets(text: str) -> set[int]:
-    """The offsets of :func:`encode_offsets`' text.
-
-    Raises:
-      ValueError: When the text is not such ranges.
-    """
-    offsets: set[int] = set()
-    for part in filter(None, text.split(",")):
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if match is None:
-            raise ValueError(f"not an offset range: {part!r}")
-        start = int(match[1])
-        offsets.update(range(start, int(match[2] or start) + 1))
-    return offsets
-
-
-def encode_replayed(committed: int, offsets: Sequence[int]) -> str:
-    """The commit metadata listing the ``offsets`` replayed past ``committed``:
-    ranges (``"5-7,9"``), or where shorter, a compressed bitmap of the
-    offsets after ``committed`` (``"z:<base64>"``) — interleaved offsets, as
-    a filter by actor leaves them, take a bit each."""
-    ranges = encode_offsets(offsets)
-    if not offsets:
-        return ranges
-    bits = bytearray((offsets[-1] - committed - 1) // 8 + 1)
-    for offset in offsets:
-        index = offset - committed - 1
-        bits[index >> 3] |= 1 << (index & 7)
-    packed = "z:" + base64.b64encode(zlib.compress(bytes(bits), 9)).decode()
-    return min(ranges, packed, key=len)
-
-
-def decode_replayed(committed: int, text: str) -> set[int]:
-    """The offsets of :func:`encode_replayed`' text.
-
-    Raises:
-      ValueError: When the text is neither ranges nor a bitmap.
-    """
-    if not text.startswith("z:"):
-        return decode_offsets(text)
-    try:
-        bits = zlib.decompress(base64.b64decode(text[2:], validate=True))
-    except (binascii.Error, zlib.error) as e:
-        raise ValueError(f"not a replay bitmap: {e}") from None
-    return {
-        committed + 1 + 8 * index + bit
-        for index, byte in enumerate(bits)
-        if byte
-        for bit in range(8)
-        if byte >> bit & 1
-    }
-
-
 class DeadLetterReader:
     """Reads a dead-letter topic from given offsets up to its end as it was
     when reading began.
@@ -330,7 +258,7 @@ class DeadLetterReader:
             metadata = tp.metadata or ""
             if metadata.startswith(METADATA_PREFIX):
                 try:
-                    beyond = decode_replayed(tp.offset, metadata[len(METADATA_PREFIX) :])
+                    beyond = decode_done_past(tp.offset, metadata[len(METADATA_PREFIX) :])
                 except ValueError:
                     get_logger(__name__).warning(
                         "Ignoring the unreadable commit metadata of %s/%d.", self.topic, tp.partition
@@ -568,7 +496,7 @@ def replay(
             if state.stop <= state.start:
                 continue
             watermark, beyond_list = state.commit_point()
-            metadata = encode_replayed(watermark, beyond_list)
+            metadata = encode_done_past(watermark, beyond_list)
             if len(metadata) > MAX_METADATA:
                 # Too many islands to list: the replayed ones past the cut
                 # may be sent again by a later replay.

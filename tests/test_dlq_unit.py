@@ -10,14 +10,8 @@ from hypothesis import strategies as st
 
 from dramatiq_kafka import testing
 from dramatiq_kafka.cli import parse_offsets
-from dramatiq_kafka.dlq import (
-    MAX_METADATA,
-    _PartitionReplay,
-    decode_offsets,
-    decode_replayed,
-    encode_offsets,
-    encode_replayed,
-)
+from dramatiq_kafka.dlq import MAX_METADATA, _PartitionReplay
+from dramatiq_kafka.offsets import decode_done_past, decode_offsets, encode_done_past, encode_offsets
 
 
 @given(st.sets(st.integers(min_value=0, max_value=10_000)))
@@ -30,17 +24,17 @@ def test_offsets_survive_their_encoding(offsets: set[int]) -> None:
 @given(st.integers(min_value=-1, max_value=10**9), st.sets(st.integers(min_value=1, max_value=5000)))
 def test_replayed_offsets_survive_their_encoding(committed: int, distances: set[int]) -> None:
     offsets = sorted(committed + distance for distance in distances)
-    assert decode_replayed(committed, encode_replayed(committed, offsets)) == set(offsets)
+    assert decode_done_past(committed, encode_done_past(committed, offsets)) == set(offsets)
 
 
 def test_interleaved_offsets_take_a_bitmap() -> None:
     # What a replay filtered by one of two alternating actors leaves: 10,000 islands.
     offsets = list(range(1, 20_000, 2))
-    text = encode_replayed(0, offsets)
+    text = encode_done_past(0, offsets)
     assert text.startswith("z:") and len(text) < 200 < MAX_METADATA < len(encode_offsets(offsets))
-    assert decode_replayed(0, text) == set(offsets)
-    with pytest.raises(ValueError, match="not a replay bitmap"):
-        decode_replayed(0, "z:???")
+    assert decode_done_past(0, text) == set(offsets)
+    with pytest.raises(ValueError, match="not an offset bitmap"):
+        decode_done_past(0, "z:???")
 
 
 def test_offsets_are_ranges() -> None:
