@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
@@ -10,6 +11,16 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from dramatiq.logging import get_logger
 
 from .errors import KafkaBrokerError, KafkaConnectionError
+
+#: Errors of a group coordinator that moves or loads (after a broker start or
+#: restart): asking again shortly succeeds.
+COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    }
+)
 
 
 class TopicAdmin:
@@ -121,12 +132,20 @@ class TopicAdmin:
         """The group's committed position per partition (-1 when none)."""
         if not partitions:
             return {}
-        try:
-            committed = self.inspector.committed(
-                [TopicPartition(topic, partition) for partition in partitions], timeout=self.timeout
-            )
-        except KafkaException as e:
-            raise self._unreachable(e.args[0]) from None
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                committed = self.inspector.committed(
+                    [TopicPartition(topic, partition) for partition in partitions], timeout=self.timeout
+                )
+                break
+            except KafkaException as e:
+                # The group's coordinator moves (or loads) after a broker restart.
+                error: KafkaError = e.args[0]
+                retry = error.retriable() or error.code() in COORDINATOR_MOVING
+                if not retry or time.monotonic() >= deadline:
+                    raise self._unreachable(e.args[0]) from None
+                time.sleep(0.1)
         return {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in committed}
 
     def truncate(self, topic: str) -> None:

@@ -37,6 +37,16 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 
 #: How many failed async deliveries are kept for ``flush()`` to report.
 MAX_REMEMBERED_FAILURES = 1000
+#: librdkafka's default ``message.max.bytes``.
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+
+
+def record_size(value: bytes | None, key: bytes | None, headers: Headers | None) -> int:
+    """The bytes of a record as librdkafka counts them against ``message.max.bytes``."""
+    size = len(value or b"") + len(key or b"")
+    for name, header in headers or []:
+        size += len(name) + len(header or b"")
+    return size
 
 
 class DeliveryReports:
@@ -47,7 +57,7 @@ class DeliveryReports:
         self.failed = 0
         self._failures: list[tuple[str, str]] = []
 
-    def record(self, message_id: str, error: KafkaError) -> None:
+    def record(self, message_id: str, error: KafkaError | str) -> None:
         with self._lock:
             self.failed += 1
             if len(self._failures) < MAX_REMEMBERED_FAILURES:
@@ -201,8 +211,9 @@ class KafkaProducer:
         def report(error: KafkaError | None, _record: Message) -> None:
             sends.reported(error)
             if error is not None and not retried_by_caller:
-                self.reports.record(message_id, error)
-                self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, error)
+                reason = self._describe(error, topic, value, key, headers, local=False)
+                self.reports.record(message_id, reason)
+                self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, reason)
             if on_delivery is not None:
                 on_delivery(error)
 
@@ -220,7 +231,35 @@ class KafkaProducer:
             ) from None
         except KafkaException as e:
             sends.reported(e.args[0])
-            raise DeliveryError(f"Kafka refused message {message_id}: {e.args[0]}") from e
+            reason = self._describe(e.args[0], topic, value, key, headers, local=True)
+            raise DeliveryError(
+                f"Kafka refused message {message_id}: {reason}", [(message_id, reason)]
+            ) from e
+
+    def _describe(
+        self,
+        error: KafkaError,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        *,
+        local: bool,
+    ) -> str:
+        """The reason of a failed send, in words for a record too large."""
+        if error.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+            return str(error)
+        size = record_size(value, key, headers)
+        if local:
+            limit = self.config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)
+            return (
+                f"the record is {size} bytes, more than the producer's message.max.bytes ({limit}) "
+                f"allows ({error.str()})"
+            )
+        return (
+            f"the record is {size} bytes (before compression), more than topic {topic!r} accepts: "
+            f"see its max.message.bytes ({error.str()})"
+        )
 
     def send_all(self, records: list[OutgoingRecord], *, timeout: float | None = None) -> None:
         """Send records; with a ``timeout``, wait until Kafka acknowledged
@@ -265,9 +304,12 @@ class KafkaProducer:
             return
         with reported:
             reported.wait_for(lambda: len(outcomes) + len(failures) >= len(records), timeout)
-            failures += [
-                (message_id, str(error)) for message_id, error in outcomes.items() if error is not None
-            ]
+            by_id = {record.message_id: record for record in records}
+            for message_id, error in outcomes.items():
+                if error is not None:
+                    r = by_id[message_id]
+                    reason = self._describe(error, r.topic, r.value, r.key, r.headers, local=False)
+                    failures.append((message_id, reason))
             unreported = [(r.message_id, "timeout") for r in records if r.message_id not in outcomes]
         if not failures and not unreported:
             return
