@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from dramatiq.logging import get_logger
 
-from .errors import BufferFull, DeliveryError, DeliveryTimeout
+from .client_errors import ClientErrors
+from .errors import AuthenticationError, BufferFull, DeliveryError, DeliveryTimeout
 from .wire import Headers
 
 #: Called with the delivery error (or ``None``) of one record.
@@ -37,6 +39,8 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 
 #: How many failed async deliveries are kept for ``flush()`` to report.
 MAX_REMEMBERED_FAILURES = 1000
+#: Seconds between two looks for an authentication failure while waiting.
+AUTH_CHECK_SLICE = 0.25
 #: librdkafka's default ``message.max.bytes``.
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 
@@ -130,6 +134,7 @@ class KafkaProducer:
         self._producer: Producer | None = None
         self._closed = threading.Event()
         self._thread_sends = threading.local()
+        self.errors = ClientErrors(self.config, "producer")
 
     @property
     def producer(self) -> Producer:
@@ -139,7 +144,7 @@ class KafkaProducer:
             return producer
         with self._lock:
             if self._producer is None or self._pid != os.getpid():
-                self._producer = Producer(self.config, logger=self.logger)
+                self._producer = Producer({**self.config, "error_cb": self.errors}, logger=self.logger)
                 self._pid = os.getpid()
                 self._closed = threading.Event()
                 threading.Thread(
@@ -210,6 +215,8 @@ class KafkaProducer:
 
         def report(error: KafkaError | None, _record: Message) -> None:
             sends.reported(error)
+            if error is None:
+                self.errors.succeeded()
             if error is not None and not retried_by_caller:
                 reason = self._describe(error, topic, value, key, headers, local=False)
                 self.reports.record(message_id, reason)
@@ -254,11 +261,12 @@ class KafkaProducer:
             limit = self.config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)
             return (
                 f"the record is {size} bytes, more than the producer's message.max.bytes ({limit}) "
-                f"allows ({error.str()})"
+                f"allows: {error}"
             )
+        # Kafka judges batches: a small record shares the fate of a large one sent with it.
         return (
-            f"the record is {size} bytes (before compression), more than topic {topic!r} accepts: "
-            f"see its max.message.bytes ({error.str()})"
+            f"topic {topic!r} refused the batch of this {size}-byte record as too large "
+            f"(see the topic's max.message.bytes): {error}"
         )
 
     def send_all(self, records: list[OutgoingRecord], *, timeout: float | None = None) -> None:
@@ -270,6 +278,9 @@ class KafkaProducer:
           DeliveryTimeout: When the only failures are reports that did not
             come within ``timeout`` seconds (those records may still be
             delivered).
+          AuthenticationError: As soon as librdkafka reports that Kafka
+            refused the credentials, while records are still unacknowledged
+            (they stay queued until ``message.timeout.ms``).
         """
         reported = threading.Condition()
         outcomes: dict[str, KafkaError | None] = {}
@@ -302,8 +313,16 @@ class KafkaProducer:
                 failures.append((record.message_id, str(e)))
         if timeout is None:
             return
+        deadline = time.monotonic() + timeout
         with reported:
-            reported.wait_for(lambda: len(outcomes) + len(failures) >= len(records), timeout)
+            # In slices: an authentication failure is no delivery report.
+            while not reported.wait_for(
+                lambda: len(outcomes) + len(failures) >= len(records),
+                max(0.0, min(AUTH_CHECK_SLICE, deadline - time.monotonic())),
+            ):
+                self.errors.check()
+                if time.monotonic() >= deadline:
+                    break
             by_id = {record.message_id: record for record in records}
             for message_id, error in outcomes.items():
                 if error is not None:
@@ -326,11 +345,18 @@ class KafkaProducer:
         Raises:
           DeliveryError: Listing every async send that failed since the
             last flush, or the records still pending at the timeout.
+          AuthenticationError: When Kafka refuses the credentials while
+            records are pending.
         """
         producer = self._producer
         remaining = 0
         if producer is not None and self._pid == os.getpid():
-            remaining = producer.flush(self.flush_timeout if timeout is None else timeout)
+            deadline = time.monotonic() + (self.flush_timeout if timeout is None else timeout)
+            while True:
+                remaining = producer.flush(max(0.0, min(AUTH_CHECK_SLICE, deadline - time.monotonic())))
+                if not remaining or time.monotonic() >= deadline:
+                    break
+                self.errors.check()
         failures = self.reports.take()
         if failures or remaining:
             lines = [f"{message_id}: {reason}" for message_id, reason in failures]
@@ -342,7 +368,7 @@ class KafkaProducer:
         """Flush (logging what was not delivered) and stop serving reports."""
         try:
             self.flush(timeout)
-        except DeliveryError as e:
+        except (DeliveryError, AuthenticationError) as e:
             self.logger.error("%s", e)
         finally:
             self._closed.set()
