@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from integration.workers import ROOT, ledger
+from integration.conftest import App
+from integration.workers import ROOT, ledger, ledger_times
 
 RESULTS_ENV = "FAULT_RESULTS_DIR"
 JOBS_ENV = "FAULT_JOBS"
@@ -106,3 +108,74 @@ def record(result: Result) -> None:
     name = f"{result.scenario}-{fault_jobs()}.json"
     (directory / name).write_text(json.dumps(data, indent=2) + "\n")
     print(f"\n{result.scenario}: {json.dumps(data['count'])}, recovery {result.recovery_seconds}")
+
+
+class Traffic(threading.Thread):
+    """Sends ``work`` jobs at a steady rate until stopped, noting each outcome.
+
+    Parameters:
+      app: Whose ``work`` actor sends.
+      rate: Jobs per second.
+      dispatch_method: ``"sync"`` or ``"async"``.
+      start_id: The first job id; ids go up by one.
+      seconds: Each job's sleep.
+      limit: Stop after this many jobs.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        rate: float,
+        dispatch_method: str,
+        start_id: int,
+        seconds: float = 0.002,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(name=f"traffic-{dispatch_method}", daemon=True)
+        self.app = app
+        self.interval = 1 / rate
+        self.dispatch_method = dispatch_method
+        self.next_id = start_id
+        self.seconds = seconds
+        self.end_id = None if limit is None else start_id + limit
+        self.stopping = threading.Event()
+        self.sent_at: dict[int, float] = {}  # enqueue returned (sync: acknowledged)
+        self.failed: dict[int, str] = {}  # enqueue raised
+        self.message_ids: dict[str, int] = {}
+
+    def run(self) -> None:
+        next_send = time.monotonic()
+        while not self.stopping.is_set() and self.next_id != self.end_id:
+            job_id, self.next_id = self.next_id, self.next_id + 1
+            try:
+                message = self.app.work.send_with_options(
+                    args=(job_id, self.seconds), dispatch_method=self.dispatch_method
+                )
+            except Exception as e:  # the error a caller would see
+                self.failed[job_id] = f"{type(e).__name__}: {e}"
+            else:
+                self.sent_at[job_id] = time.time()
+                self.message_ids[message.message_id] = job_id
+            next_send += self.interval
+            self.stopping.wait(max(0.0, next_send - time.monotonic()))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(60)
+
+    def undelivered(self, failures: list[tuple[str, str]]) -> None:
+        """Move async sends that ``flush`` reported as failed from sent to failed."""
+        for message_id, reason in failures:
+            job_id = self.message_ids.get(message_id)
+            if job_id is not None and job_id in self.sent_at:
+                del self.sent_at[job_id]
+                self.failed[job_id] = reason
+
+
+def first_done_after(ledger_dir: Path, moment: float, jobs: Iterable[int]) -> float | None:
+    """Seconds from ``moment`` (unix time) to the first run of one of ``jobs`` that ended after it."""
+    wanted = set(jobs)
+    for job_id, _, _, at in ledger_times(ledger_dir):
+        if at >= moment and job_id in wanted:
+            return at - moment
+    return None
