@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ import pytest
 
 from integration.conftest import App
 from integration.faults import Result, Traffic, count, fault_jobs, record
-from integration.workers import CliWorker
+from integration.workers import CliWorker, ledger_times
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -42,6 +43,7 @@ def test_workers_joining_and_leaving_every_few_seconds_lose_no_job(make_app: Cal
             leaving.append(oldest)
             leaves += 1
     traffic.join()
+    last_sent = max(traffic.sent_at.values())
     app.broker.flush_producer(60)
     app.broker.join(app.queue, timeout=600_000)
     for worker in leaving + running:
@@ -50,6 +52,9 @@ def test_workers_joining_and_leaving_every_few_seconds_lose_no_job(make_app: Cal
         assert worker.process.wait(120) == 0, worker.output()
 
     counted = count(app.ledger_dir, traffic.sent_at, traffic.failed)
+    # While jobs kept coming, the longest time without a finished job.
+    times = [at for _, _, _, at in ledger_times(app.ledger_dir) if at <= last_sent]
+    longest_gap = max((b - a for a, b in itertools.pairwise(times)), default=None)
     bound = leaves * REPEAT_WINDOW
     record(
         Result(
@@ -60,7 +65,9 @@ def test_workers_joining_and_leaving_every_few_seconds_lose_no_job(make_app: Cal
             f"{PARTITIONS} partitions, cooperative-sticky",
             count=counted,
             duplicate_bound=bound,
-            notes=f"{len(list(app.ledger_dir.glob('*.log')))} worker processes ran jobs",
+            recovery_seconds=None if longest_gap is None else round(longest_gap, 1),
+            notes=f"{len(list(app.ledger_dir.glob('*.log')))} worker processes ran jobs; recovery: the "
+            "longest time without a finished job while jobs were being sent",
         )
     )
     assert counted.lost == [], "jobs were lost"
