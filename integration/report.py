@@ -88,6 +88,11 @@ def seconds(value: float | None, bound: float | None = None) -> str:
     return f"{value:.1f} s" + (f" (≤ {bound:g} s)" if bound is not None else "")
 
 
+def label(run: dict[str, Any]) -> str:
+    """Which run: the default size is ``make test``'s."""
+    return "make test" if run["size"] == 5000 else f"FAULT_JOBS={run['size']}"
+
+
 def section(runs: list[dict[str, Any]]) -> str:
     first = runs[0]
     number, _, _ = first["scenario"].partition("-")
@@ -100,7 +105,7 @@ def section(runs: list[dict[str, Any]]) -> str:
     for run in runs:
         count = run["count"]
         bound = run.get("duplicate_bound")
-        size = "full" if run["size"] >= 20000 else "make test"
+        size = label(run)
         lines.append(
             f"| {size} | {run['fault']} | {count['sent']:,} | {count['executed']:,} | {count['lost']} | "
             f"{count['duplicates']}{f' (≤ {bound})' if bound is not None else ''} | "
@@ -110,7 +115,7 @@ def section(runs: list[dict[str, Any]]) -> str:
     lines.append("")
     for run in runs:
         if run.get("notes"):
-            lines.append(f"- {'full' if run['size'] >= 20000 else 'make test'}: {run['notes']}.")
+            lines.append(f"- {label(run)}: {run['notes']}.")
     return "\n".join(lines) + "\n"
 
 

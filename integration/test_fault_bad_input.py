@@ -141,7 +141,7 @@ def fixed_bad_records() -> list[Record]:
     return [
         ("tombstone", None, []),
         ("empty", b"", []),
-        ("unknown actor, huge headers", dumps(valid_value("no_such_actor")), huge_headers),
+        ("unknown actor with 500 kB of headers", dumps(valid_value("no_such_actor")), huge_headers),
         # Larger than the worker's producer (and the dead-letter topic) allows.
         ("larger than the maximum", os.urandom(2 * 1024 * 1024), []),
         ("headers larger than the maximum", b"not json", [*huge_headers, *huge_headers, *huge_headers]),
@@ -195,12 +195,12 @@ def test_bad_records_are_dead_lettered_with_a_reason_and_good_jobs_around_them_r
     dead = read_topic(app.broker.bootstrap_servers, f"{app.queue}.XQ", count=len(bad), timeout=30)
     by_index = {int(r.headers[KIND].split()[0]): r for r in dead if KIND in r.headers}
     omitted = [r for r in dead if "dead_letter_omitted" in r.headers]
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(Counter(k for k, _, _ in bad).items()))
     record(
         Result(
             scenario="5-bad-input",
             title="bad records written straight to the topic",
-            fault=f"{len(bad)} bad records ({', '.join(sorted(Counter(k for k, _, _ in bad)))}) "
-            f"between {len(good)} good jobs, 3 partitions",
+            fault=f"{len(bad)} bad records ({kinds}) between {len(good)} good jobs, 3 partitions",
             count=counted,
             duplicate_bound=0,
             notes=f"{len(dead)} dead letters for {len(bad)} bad records, each with error_type and "

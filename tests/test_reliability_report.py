@@ -30,7 +30,7 @@ def test_the_report_has_a_table_per_scenario_and_fails_on_a_lost_job(tmp_path: P
     assert (
         "| make test | SIGKILL | 5,000 | 20,000 | 0 | 12 (≤ 396) | 7.2 s | 2026-12-01 12:00:00 UTC |" in text
     )
-    assert "| full | SIGKILL | 20,000 |" in text
+    assert "| FAULT_JOBS=20000 | SIGKILL | 20,000 |" in text
     assert "make faults" in text
 
     lost = {**base, "scenario": "2-x", "size": 5000, "count": {**counts, "lost": 1}}
