@@ -189,6 +189,8 @@ def test_bad_records_are_dead_lettered_with_a_reason_and_good_jobs_around_them_r
     worker = app.start_worker(threads=4)
     app.broker.join(app.queue, timeout=120_000)
     assert worker.process.poll() is None, "the worker died:\n" + worker.output()
+    # Its consumer never crashed (and restarted) on a record either.
+    assert "Consumer encountered" not in worker.output()
     assert worker.terminate() == 0, worker.output()
 
     counted = count(app.ledger_dir, good)

@@ -66,8 +66,9 @@ def test_the_leader_of_a_busy_partition_killed_loses_nothing_and_jobs_flow_again
     for sender in senders:
         sender.start()
     time.sleep(6)
-    victim = leaders(cluster.bootstrap_servers, app.queue)[0]
-    led = sorted(p for p, leader in leaders(cluster.bootstrap_servers, app.queue).items() if leader == victim)
+    leader_of = leaders(cluster.bootstrap_servers, app.queue)
+    victim = leader_of[0]
+    led = sorted(p for p, leader in leader_of.items() if leader == victim)
     written = ends(cluster.bootstrap_servers, app.queue, led)
     cluster.node(victim).kill()
     killed = time.time()
