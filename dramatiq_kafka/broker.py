@@ -375,6 +375,9 @@ class KafkaBroker(dramatiq.Broker):
         queue_name = q_name(message.queue_name)
         if actor is not None and actor.queue_name != queue_name:
             return f"Actor {actor.actor_name!r} belongs to queue {actor.queue_name!r}, not {queue_name!r}."
+        exhausted = message.options.get("on_retry_exhausted")
+        if exhausted is not None and exhausted not in self.actors:
+            return f"The option on_retry_exhausted names no known actor ({exhausted!r})."
         return None
 
     def _remember_failure(self, message: MessageProxy) -> None:

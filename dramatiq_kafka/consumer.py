@@ -26,6 +26,7 @@ from dramatiq.errors import DecodeError
 from dramatiq.logging import get_logger
 from dramatiq.message import Message
 
+from .client_errors import ClientErrors
 from .dead_letters import DeadLetterWriter
 from .errors import DeliveryError, KafkaConnectionError
 from .events import EVENTS
@@ -154,7 +155,11 @@ class KafkaConsumer(Consumer):
         defaults = self.client_defaults()
         if config.get("group.protocol", "classic") == "classic":
             defaults.update(CLASSIC_GROUP_DEFAULTS)
-        self._consumer = ConfluentConsumer({**defaults, **config, "on_commit": self._on_commit})
+        # Refused credentials come out of consume() as an AuthenticationError.
+        errors = ClientErrors(config, f"consumer of {topic!r}", raise_failure=True)
+        self._consumer = ConfluentConsumer(
+            {**defaults, **config, "on_commit": self._on_commit, "error_cb": errors}
+        )
         self._consumer.subscribe(
             [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from dramatiq.logging import get_logger
 
-from .errors import BufferFull, DeliveryError, DeliveryTimeout
+from .client_errors import ClientErrors
+from .errors import AuthenticationError, BufferFull, DeliveryError, DeliveryTimeout
 from .events import EVENTS
 from .wire import Headers
 
@@ -38,6 +40,18 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 
 #: How many failed async deliveries are kept for ``flush()`` to report.
 MAX_REMEMBERED_FAILURES = 1000
+#: Seconds between two looks for an authentication failure while waiting.
+AUTH_CHECK_SLICE = 0.25
+#: librdkafka's default ``message.max.bytes``.
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+
+
+def record_size(value: bytes | None, key: bytes | None, headers: Headers | None) -> int:
+    """The bytes of a record as librdkafka counts them against ``message.max.bytes``."""
+    size = len(value or b"") + len(key or b"")
+    for name, header in headers or []:
+        size += len(name) + len(header or b"")
+    return size
 
 
 class DeliveryReports:
@@ -48,7 +62,7 @@ class DeliveryReports:
         self.failed = 0
         self._failures: list[tuple[str, str]] = []
 
-    def record(self, message_id: str, error: KafkaError) -> None:
+    def record(self, message_id: str, error: KafkaError | str) -> None:
         with self._lock:
             self.failed += 1
             if len(self._failures) < MAX_REMEMBERED_FAILURES:
@@ -123,6 +137,7 @@ class KafkaProducer:
         self._producer: Producer | None = None
         self._closed = threading.Event()
         self._thread_sends = threading.local()
+        self.errors = ClientErrors(self.config, "producer")
 
     @property
     def producer(self) -> Producer:
@@ -132,7 +147,7 @@ class KafkaProducer:
             return producer
         with self._lock:
             if self._producer is None or self._pid != os.getpid():
-                self._producer = Producer(self.config, logger=self.logger)
+                self._producer = Producer({**self.config, "error_cb": self.errors}, logger=self.logger)
                 self._pid = os.getpid()
                 self._closed = threading.Event()
                 threading.Thread(
@@ -204,11 +219,14 @@ class KafkaProducer:
 
         def report(error: KafkaError | None, _record: Message) -> None:
             sends.reported(error)
-            if error is not None:
+            if error is None:
+                self.errors.succeeded()
+            else:
                 EVENTS.delivery_failed(topic)
             if error is not None and not retried_by_caller:
-                self.reports.record(message_id, error)
-                self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, error)
+                reason = self._describe(error, topic, value, key, headers, local=False)
+                self.reports.record(message_id, reason)
+                self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, reason)
             if on_delivery is not None:
                 on_delivery(error)
 
@@ -231,7 +249,36 @@ class KafkaProducer:
             ) from None
         except KafkaException as e:
             sends.reported(e.args[0])
-            raise DeliveryError(f"Kafka refused message {message_id}: {e.args[0]}") from e
+            reason = self._describe(e.args[0], topic, value, key, headers, local=True)
+            raise DeliveryError(
+                f"Kafka refused message {message_id}: {reason}", [(message_id, reason)]
+            ) from e
+
+    def _describe(
+        self,
+        error: KafkaError,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        *,
+        local: bool,
+    ) -> str:
+        """The reason of a failed send, in words for a record too large."""
+        if error.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+            return str(error)
+        size = record_size(value, key, headers)
+        if local:
+            limit = self.config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)
+            return (
+                f"the record is {size} bytes, more than the producer's message.max.bytes ({limit}) "
+                f"allows: {error}"
+            )
+        # Kafka judges batches: a small record shares the fate of a large one sent with it.
+        return (
+            f"topic {topic!r} refused the batch of this {size}-byte record as too large "
+            f"(see the topic's max.message.bytes): {error}"
+        )
 
     def send_all(self, records: list[OutgoingRecord], *, timeout: float | None = None) -> None:
         """Send records; with a ``timeout``, wait until Kafka acknowledged
@@ -242,6 +289,9 @@ class KafkaProducer:
           DeliveryTimeout: When the only failures are reports that did not
             come within ``timeout`` seconds (those records may still be
             delivered).
+          AuthenticationError: As soon as librdkafka reports that Kafka
+            refused the credentials, while records are still unacknowledged
+            (they stay queued until ``message.timeout.ms``).
         """
         reported = threading.Condition()
         outcomes: dict[str, KafkaError | None] = {}
@@ -275,11 +325,22 @@ class KafkaProducer:
                 failures.append((record.message_id, str(e)))
         if timeout is None:
             return
+        deadline = time.monotonic() + timeout
         with reported:
-            reported.wait_for(lambda: len(outcomes) + len(failures) >= len(records), timeout)
-            failures += [
-                (message_id, str(error)) for message_id, error in outcomes.items() if error is not None
-            ]
+            # In slices: an authentication failure is no delivery report.
+            while not reported.wait_for(
+                lambda: len(outcomes) + len(failures) >= len(records),
+                max(0.0, min(AUTH_CHECK_SLICE, deadline - time.monotonic())),
+            ):
+                self.errors.check()
+                if time.monotonic() >= deadline:
+                    break
+            by_id = {record.message_id: record for record in records}
+            for message_id, error in outcomes.items():
+                if error is not None:
+                    r = by_id[message_id]
+                    reason = self._describe(error, r.topic, r.value, r.key, r.headers, local=False)
+                    failures.append((message_id, reason))
             unreported = [(r.message_id, "timeout") for r in records if r.message_id not in outcomes]
         if not failures and not unreported:
             return
@@ -296,11 +357,18 @@ class KafkaProducer:
         Raises:
           DeliveryError: Listing every async send that failed since the
             last flush, or the records still pending at the timeout.
+          AuthenticationError: When Kafka refuses the credentials while
+            records are pending.
         """
         producer = self._producer
         remaining = 0
         if producer is not None and self._pid == os.getpid():
-            remaining = producer.flush(self.flush_timeout if timeout is None else timeout)
+            deadline = time.monotonic() + (self.flush_timeout if timeout is None else timeout)
+            while True:
+                remaining = producer.flush(max(0.0, min(AUTH_CHECK_SLICE, deadline - time.monotonic())))
+                if not remaining or time.monotonic() >= deadline:
+                    break
+                self.errors.check()
         failures = self.reports.take()
         if failures or remaining:
             lines = [f"{message_id}: {reason}" for message_id, reason in failures]
@@ -312,7 +380,7 @@ class KafkaProducer:
         """Flush (logging what was not delivered) and stop serving reports."""
         try:
             self.flush(timeout)
-        except DeliveryError as e:
+        except (DeliveryError, AuthenticationError) as e:
             self.logger.error("%s", e)
         finally:
             self._closed.set()
