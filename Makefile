@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup kafka demo test unit lint clean
+.PHONY: setup kafka demo test unit lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,12 @@ lint: setup
 
 test: setup kafka lint
 	$(PY) -m pytest
+
+# Side-by-side figures into docs/performance.md and docs/performance.png (~15 min;
+# installs Debian's redis-server and rabbitmq-server when missing, needs root).
+bench: setup kafka
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 unit: setup
 	$(PY) -m pytest tests -m "not slow"

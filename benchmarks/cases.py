@@ -5,7 +5,7 @@
 prints one line of JSON with the figures.  Each measurement gets a fresh
 interpreter, so no broker, actor registry or allocator state leaks from one
 system into the next.  The ``worker`` case also runs in the virtualenv of
-dramatiq-kafka 0.1.9 (see ``legacy.py``), so it imports nothing of ours at
+dramatiq-kafka 0.1.9 (``system: legacy``), so it imports nothing of ours at
 module level.
 """
 
@@ -214,9 +214,9 @@ def case_fill(spec: dict[str, Any]) -> dict[str, Any]:
     """Enqueue ``jobs`` jobs for workers started afterwards (bulk, as fast as we can)."""
     broker = make_broker(spec, "kafka")
     actor = declare(broker, spec["queue"], noop)
-    chunk = 10_000
-    for start in range(0, spec["jobs"], chunk):
-        messages = [actor.message(i) for i in range(start, min(start + chunk, spec["jobs"]))]
+    chunk, end = 10_000, spec.get("end", spec["jobs"])
+    for start in range(spec.get("start", 0), end, chunk):
+        messages = [actor.message(i) for i in range(start, min(start + chunk, end))]
         while True:
             try:
                 broker.enqueue_many(messages)  # type: ignore[attr-defined]

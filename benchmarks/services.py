@@ -154,7 +154,8 @@ def start_rabbitmq(workdir: Path) -> tuple[Server, str]:
 
 def legacy_python(root: Path, dramatiq_version: str) -> Path:
     """The interpreter of a virtualenv holding dramatiq-kafka 0.1.9 (and the
-    kafka-python it pins), created on first use."""
+    kafka-python it pins, with lz4: our producer compresses), created on
+    first use."""
     venv = root / "venv-0.1.9"
     python = venv / "bin" / "python"
     marker = venv / ".installed"
@@ -162,7 +163,16 @@ def legacy_python(root: Path, dramatiq_version: str) -> Path:
         print(f"[bench] creating {venv} with {LEGACY_PACKAGE}", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", LEGACY_PACKAGE, f"dramatiq=={dramatiq_version}"],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                LEGACY_PACKAGE,
+                f"dramatiq=={dramatiq_version}",
+                "lz4",
+            ],
             check=True,
         )
         marker.touch()
