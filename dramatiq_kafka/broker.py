@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import dramatiq
@@ -19,6 +20,8 @@ from .admin import TopicAdmin
 from .config import DeadLetter, QueueConfig, Unset
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
+from .delays import TIERS, DelayConsumer, delay_partition
+from .errors import ConfigurationError
 from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders, Revocation
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer, OutgoingRecord
@@ -105,6 +108,7 @@ class KafkaBroker(dramatiq.Broker):
         self.request_timeout = request_timeout
         self.fail_fast_default = fail_fast_default
         self.queues: set[str] = set()
+        self._partition_counts: dict[str, int] = {}
         self.failures_by_queue: dict[str, list[BaseException]] = {}
 
         self.producer = KafkaProducer({**self.client_config, **(producer_config or {})})
@@ -197,11 +201,15 @@ class KafkaBroker(dramatiq.Broker):
         if not self.create_topics:
             return
         config = self.queue_config(queue_name)
+        # A delay topic has a partition per delay tier at least (see delays.py).
+        delayed = queue_name in self.delay_queues
+        partitions = max(config.partitions or 0, TIERS) if delayed else config.partitions
 
         def spec(topic: str) -> NewTopic:
             return NewTopic(
                 topic,
-                num_partitions=config.partitions or -1,
+                num_partitions=(partitions if topic == self.topic_name(queue_name) else config.partitions)
+                or -1,
                 replication_factor=config.replication_factor or -1,
                 config=dict(config.topic_config),
             )
@@ -249,13 +257,15 @@ class KafkaBroker(dramatiq.Broker):
             return []
         prepared, records = [], []
         for message in messages:
+            message, message_delay = self._with_eta(message, delay)
             queue_name = message.queue_name
-            if delay is not None:
-                queue_name = dq_name(queue_name)
-                message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
             self._check_declared(queue_name)
-            self.emit_before("enqueue", message, delay)
+            self.emit_before("enqueue", message, message_delay)
             self.ensure_topics(queue_name)
+            topic = self.topic_name(queue_name)
+            partition = None
+            if message_delay is not None:
+                partition = self._delay_partition(topic, message_delay)
             headers = message_headers(message)
             for middleware in self.middleware:
                 # Middleware may carry data beside the message (see RecordHeaders).
@@ -263,15 +273,45 @@ class KafkaBroker(dramatiq.Broker):
                     headers += middleware.record_headers(self, message)
             key = self.dispatch.key_for(self, message)
             record = OutgoingRecord(
-                self.topic_name(queue_name), encode_message(message), message.message_id, key, headers
+                topic, encode_message(message), message.message_id, key, headers, partition
             )
-            prepared.append(message)
+            prepared.append((message, message_delay))
             records.append(record)
-        timeout = self.dispatch.sync_timeout_for(self, prepared[0], many=many)
+        timeout = self.dispatch.sync_timeout_for(self, prepared[0][0], many=many)
         self.producer.send_all(records, timeout=timeout)
-        for message in prepared:
-            self.emit_after("enqueue", message, delay)
-        return prepared
+        for message, message_delay in prepared:
+            self.emit_after("enqueue", message, message_delay)
+        return [message for message, _ in prepared]
+
+    def _with_eta(self, message: Message[Any], delay: int | None) -> tuple[Message[Any], int | None]:
+        """The message as it goes to Kafka, and its delay: a ``delay`` or a
+        future ``eta`` option sends it to the delay queue."""
+        eta = message.options.get("eta")
+        if delay is None and eta is not None and not message.queue_name.endswith(".DQ"):
+            if isinstance(eta, datetime):
+                eta = int(eta.timestamp() * 1000)
+            if isinstance(eta, bool) or not isinstance(eta, (int, float)):
+                raise ConfigurationError(
+                    f"message {message.message_id}: eta={eta!r} must be milliseconds since the epoch "
+                    "or a timezone-aware datetime"
+                )
+            delay = int(eta) - current_millis()
+            if delay <= 0:
+                message = message.copy()
+                del message.options["eta"]
+                return message, None
+        if delay is None:
+            return message, None
+        delay = max(0, delay)
+        queue_name = dq_name(q_name(message.queue_name))
+        return message.copy(queue_name=queue_name, options={"eta": current_millis() + delay}), delay
+
+    def _delay_partition(self, topic: str, delay: int) -> int | None:
+        """The partition of the delay topic for ``delay`` (see delays.py)."""
+        count = self._partition_counts.get(topic)
+        if count is None:
+            count = self._partition_counts[topic] = len(self.admin.partitions(topic))
+        return delay_partition(delay, count) if count else None
 
     def flush_producer(self, timeout: float | None = None) -> None:
         """Wait until every record sent from this process is delivered.
@@ -293,7 +333,8 @@ class KafkaBroker(dramatiq.Broker):
         """
         self._check_declared(queue_name)
         self.ensure_topics(queue_name)
-        return KafkaConsumer(
+        config = self.queue_config(queue_name)
+        options: dict[str, Any] = dict(
             queue_name=queue_name,
             topic=self.topic_name(queue_name),
             config=self.consumer_config,
@@ -304,10 +345,22 @@ class KafkaBroker(dramatiq.Broker):
             dead_letter_topic=self.dead_letter_topic(queue_name),
             retry_policy=self.retry_policy,
             refuse=self._refuse,
-            ordered=self.queue_config(queue_name).ordered,
+            ordered=config.ordered,
             settle_timeout=self.dispatch.sync_timeout,
             on_dead_letter=self._remember_failure,
+            retry_mode=config.retry_mode,
+            send_retry=self._send_retry,
         )
+        if queue_name in self.delay_queues:
+            self.ensure_topics(q_name(queue_name))
+            return DelayConsumer(
+                queue_topic=self.topic_name(q_name(queue_name)), delay_buffer=config.delay_buffer, **options
+            )
+        return KafkaConsumer(**options)
+
+    def _send_retry(self, message: KafkaMessageProxy, delay: int) -> None:
+        """Send a failed job again, to run after ``delay`` ms (``retry_mode="requeue"``)."""
+        self.enqueue(message.copy(options={"retries": message.failures}), delay=delay)
 
     def _refuse(self, message: Message[Any]) -> str | None:
         actor = self.actors.get(message.actor_name)

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from .errors import ConfigurationError
 from .options import PartitionKey, check_options
 
+#: The retry modes a queue can choose.
+RETRY_MODES = ("pause", "requeue")
+
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -66,6 +69,16 @@ class QueueConfig:
       min_backoff(int): Milliseconds before the first retry (default 1000).
       max_backoff(int): The longest wait between retries, in milliseconds
         (default 60000): the partition waits that long.
+      retry_mode(str): ``"pause"`` (default): a failed job's partition
+        waits out the backoff and runs it again in place, so nothing
+        behind it starts meanwhile.  ``"requeue"``: the failed job is sent
+        again with the backoff as a delay (Dramatiq's way) and its
+        partition moves on, so one poison job never holds it up, at the
+        price of order.  Both dead-letter after ``max_retries``.
+      delay_buffer(int): Delayed records of the delay topic held in
+        memory per partition until they are due (default 1000); a full
+        partition pauses its fetching.  Bounds the worker's memory
+        whatever the number of delayed jobs (see ``docs/delays.md``).
       dispatch_method, dispatch_many_method, sync_timeout, partition_key:
         Defaults of the actor options of the same names for the queue's
         actors (``None``: the broker's).
@@ -78,6 +91,8 @@ class QueueConfig:
     ordered: bool = False
     min_backoff: int | None = None
     max_backoff: int | None = None
+    retry_mode: str = "pause"
+    delay_buffer: int = 1000
     dispatch_method: str | None = None
     dispatch_many_method: str | None = None
     sync_timeout: float | None = None
@@ -90,6 +105,15 @@ class QueueConfig:
             raise ConfigurationError(
                 f"QueueConfig(replication_factor={self.replication_factor!r}): must be 1 or more"
             )
+        if self.retry_mode not in RETRY_MODES:
+            allowed = ", ".join(map(repr, RETRY_MODES))
+            raise ConfigurationError(f"QueueConfig(retry_mode={self.retry_mode!r}): must be one of {allowed}")
+        if (
+            isinstance(self.delay_buffer, bool)
+            or not isinstance(self.delay_buffer, int)
+            or self.delay_buffer < 1
+        ):
+            raise ConfigurationError(f"QueueConfig(delay_buffer={self.delay_buffer!r}): must be 1 or more")
         check_options(
             {
                 "dispatch_method": self.dispatch_method,

@@ -85,6 +85,10 @@ class KafkaConsumer(Consumer):
       revoke_grace(float): Seconds a revocation waits for the partitions'
         running jobs to finish (and be committed) before letting them go.
       on_dead_letter(callable): Called with each dead-lettered message.
+      retry_mode(str): ``"pause"`` retries a failed job in place;
+        ``"requeue"`` hands it to ``send_retry`` and moves on.
+      send_retry(callable): Sends a failed message again, with a delay in
+        milliseconds (``retry_mode="requeue"``).
     """
 
     def __init__(
@@ -106,6 +110,8 @@ class KafkaConsumer(Consumer):
         commit_every: int = 100,
         revoke_grace: float = 5.0,
         on_dead_letter: Callable[[MessageProxy], None] | None = None,
+        retry_mode: str = "pause",
+        send_retry: Callable[[KafkaMessageProxy, int], object] | None = None,
     ) -> None:
         self.logger = get_logger(__name__, f"{type(self).__name__}({queue_name})")
         self.queue_name = queue_name
@@ -129,6 +135,8 @@ class KafkaConsumer(Consumer):
         self.commit_every = commit_every
         self.revoke_grace = revoke_grace
         self.on_dead_letter = on_dead_letter
+        self.retry_mode = retry_mode
+        self.send_retry = send_retry
 
         # Guards the partition table and every PartitionState: acks arrive
         # from worker threads, rebalance callbacks run on the polling thread.
@@ -235,7 +243,7 @@ class KafkaConsumer(Consumer):
         changes: dict[bool, list[TopicPartition]] = {True: [], False: []}
         with self._lock:
             for state in self._partitions.values():
-                pause = state.blocked or len(state.buffer) >= self.partition_buffer
+                pause = self._should_pause(state)
                 if pause != state.paused:
                     state.paused = pause
                     changes[pause].append(TopicPartition(self.topic, state.partition))
@@ -243,6 +251,9 @@ class KafkaConsumer(Consumer):
             self._consumer.pause(changes[True])
         if changes[False]:
             self._consumer.resume(changes[False])
+
+    def _should_pause(self, state: PartitionState) -> bool:
+        return state.blocked or len(state.buffer) >= self.partition_buffer
 
     def _has_room(self) -> bool:
         return sum(state.running for state in self._partitions.values()) < self.prefetch
@@ -266,10 +277,7 @@ class KafkaConsumer(Consumer):
         deadline = time.monotonic() + self.timeout
         while True:
             now = time.monotonic()
-            if now >= self._next_commit or self._finished_since_commit >= self.commit_every:
-                self._finished_since_commit = 0
-                self._commit()
-                self._next_commit = now + self.commit_interval
+            self._commit_when_due(now)
             proxy = self._hand_out(now)
             if proxy is not None:
                 return proxy
@@ -298,6 +306,12 @@ class KafkaConsumer(Consumer):
             wanted = min(POLL_BATCH, max(1, self.buffer_low - buffered))
             for record in self._consumer.consume(wanted, wait):
                 self._accept(record)
+
+    def _commit_when_due(self, now: float) -> None:
+        if now >= self._next_commit or self._finished_since_commit >= self.commit_every:
+            self._finished_since_commit = 0
+            self._commit()
+            self._next_commit = now + self.commit_interval
 
     def _hand_out_possible(self, now: float) -> bool:
         with self._lock:
@@ -400,7 +414,10 @@ class KafkaConsumer(Consumer):
             with self._lock:
                 state.abandoned += 1
         elif error is not None and isinstance(error, Exception):
-            self._failed(message, error)
+            if self.retry_mode == "requeue":
+                self._requeue(message, error)
+            else:
+                self._failed(message, error)
         elif error is not None or not settled:
             # SystemExit, KeyboardInterrupt: the job did not fail, it was cut
             # short.  Or a job it enqueued is not in Kafka, and committing
@@ -451,6 +468,43 @@ class KafkaConsumer(Consumer):
             "%s failed %d time(s); moving it to %r.", message, message.failures, self.dead_letter_topic
         )
         self._reject(message)
+
+    def _requeue(self, message: KafkaMessageProxy, error: Exception) -> None:
+        """Send a failed job again with its backoff as a delay, and move on;
+        each job has its own budget, counted in the message."""
+        state = message._state
+        policy = self.retry_policy(message)
+        message.failures = int(message.options.get("retries", 0)) + 1
+        if not policy.should_retry(message.failures, error):
+            self.logger.error(
+                "%s failed %d time(s); moving it to %r.", message, message.failures, self.dead_letter_topic
+            )
+            self._reject(message)
+            return
+        delay = policy.backoff(message.failures)
+        assert self.send_retry is not None
+        try:
+            self.send_retry(message, delay)
+            sent = self.producer.settle_thread_sends(self.settle_timeout)
+        except DeliveryError as e:
+            self.logger.error("%s", e)
+            sent = False
+        if not sent:
+            # Its retry may not be in Kafka: keep the failed run's offset
+            # uncommitted, so that it runs again after a restart.
+            with self._lock:
+                state.abandoned += 1
+            self.logger.error("%s failed and could not be sent again; its offset stays uncommitted.", message)
+            return
+        self.logger.warning(
+            "%s failed (%s: %s); sent again to run in %.1fs (attempt %d).",
+            message,
+            type(error).__name__,
+            error,
+            delay / 1000,
+            message.failures + 1,
+        )
+        self._finish(state, message.offset)
 
     def nack(self, message: MessageProxy) -> None:
         """A job was rejected (an unknown actor, a ``throws`` exception)."""

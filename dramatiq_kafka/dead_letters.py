@@ -12,7 +12,7 @@ from dramatiq.logging import get_logger
 
 from .errors import DeliveryError
 from .producer import KafkaProducer
-from .wire import Headers
+from .wire import Headers, headers_of
 
 #: The longest traceback kept in a dead-letter header, in bytes.
 MAX_TRACEBACK_BYTES = 8192
@@ -37,8 +37,7 @@ def dead_letter_headers(
       error: The exception of its last attempt, if any.
       reason: Why it is dead-lettered when there is no exception.
     """
-    original = record.headers() or []
-    headers: Headers = list(original.items() if isinstance(original, dict) else original)
+    headers = headers_of(record)
     headers += [
         ("source_topic", str(record.topic()).encode()),
         ("source_partition", str(record.partition()).encode()),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import Message as KafkaRecord
 from dramatiq.broker import MessageProxy
@@ -45,6 +45,15 @@ class KafkaMessageProxy(MessageProxy):
         return key if isinstance(key, bytes) else None
 
 
+class HeldRecord(NamedTuple):
+    """A delayed record waiting in memory until ``eta`` (epoch ms)."""
+
+    eta: int
+    offset: int
+    record: KafkaRecord
+    message: Message[Any]
+
+
 class PartitionState:
     """One assigned partition: its fetched records, its running jobs' keys,
     its offsets, and the retry it waits for.
@@ -64,6 +73,10 @@ class PartitionState:
       streak: Failures since a job last succeeded at its first run while
         nothing failed: the partition's retry budget spent.
       failing_offset: The offset of the job being retried, if any.
+      held: Delayed records waiting until they are due, a heap by
+        ``eta`` (delay topics only).
+      releasing: Due delayed records sent to their queue and not yet
+        acknowledged by Kafka (delay topics only).
       paused: Whether fetching is paused for this partition.
       revoked: Whether the partition was taken away (or the consumer
         closed): its jobs' acks no longer count.
@@ -80,6 +93,8 @@ class PartitionState:
         self.abandoned = 0
         self.streak = 0
         self.failing_offset: int | None = None
+        self.held: list[HeldRecord] = []
+        self.releasing = 0
         self.paused = False
         self.revoked = False
 
@@ -91,6 +106,7 @@ class PartitionState:
 
     @property
     def running(self) -> int:
-        """Jobs handed out and still running (what counts against prefetch)."""
-        idle = (self.retry is not None) + self.dead_letters_pending + self.abandoned
+        """Jobs handed out and still running (what counts against prefetch),
+        or, on a delay topic, releases not yet acknowledged."""
+        idle = (self.retry is not None) + self.dead_letters_pending + self.abandoned + len(self.held)
         return self.offsets.unfinished - idle

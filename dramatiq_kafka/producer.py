@@ -69,6 +69,8 @@ class OutgoingRecord:
     message_id: str
     key: bytes | None = None
     headers: Headers | None = None
+    #: ``None`` leaves the partition to the key (or spreads keyless records).
+    partition: int | None = None
 
 
 class ThreadSends:
@@ -179,6 +181,7 @@ class KafkaProducer:
         message_id: str,
         key: bytes | None = None,
         headers: Headers | None = None,
+        partition: int | None = None,
         on_delivery: DeliveryCallback | None = None,
         retried_by_caller: bool = False,
     ) -> None:
@@ -207,7 +210,12 @@ class KafkaProducer:
                 on_delivery(error)
 
         try:
-            self.producer.produce(topic, value, key, headers=headers, on_delivery=report)
+            if partition is None:
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=report)
+            else:
+                self.producer.produce(
+                    topic, value, key, partition=partition, headers=headers, on_delivery=report
+                )
         except BufferError:
             # Waiting for room would block the caller for as long as Kafka is
             # away: refuse instead, so the caller decides.
@@ -255,6 +263,7 @@ class KafkaProducer:
                     message_id=record.message_id,
                     key=record.key,
                     headers=record.headers,
+                    partition=record.partition,
                     on_delivery=on_delivery_of(record.message_id),
                 )
             except DeliveryError as e:

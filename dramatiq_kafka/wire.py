@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from confluent_kafka import Message as KafkaRecord
 from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 
@@ -34,6 +35,12 @@ def message_headers(message: Message[Any]) -> Headers:
         (ACTOR_HEADER, message.actor_name.encode()),
         (MESSAGE_ID_HEADER, message.message_id.encode()),
     ]
+
+
+def headers_of(record: KafkaRecord) -> Headers:
+    """A consumed record's headers, as a list to send on."""
+    headers = record.headers() or []
+    return list(headers.items() if isinstance(headers, dict) else headers)
 
 
 def decode_message(value: bytes | None, queue_name: str) -> Message[Any]:

@@ -22,6 +22,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from dramatiq_kafka import KafkaBroker, QueueConfig, revoked
+from dramatiq_kafka.continuation import Continuation, Step, continuable
 
 QUEUE = os.environ.get("APP_QUEUE", "default")
 
@@ -76,7 +77,31 @@ def patient(job_id: int, seconds: float) -> None:
     ledger_write(f"done {job_id} {where()}")
 
 
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def timed(job_id: int, due: float) -> None:
+    """A delayed job: tells whether it started before it was due."""
+    ledger_write(f"{'early' if time.time() < due else 'done'} {job_id} {where()}")
+
+
 @dramatiq.actor(queue_name=QUEUE)
 def failing(job_id: int) -> None:
     ledger_write(f"start {job_id} {where()}")
     raise RuntimeError(f"job {job_id} always fails")
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+@continuable(resume_delay=int(os.environ.get("APP_RESUME_DELAY", "0")))
+def stepped(job: Continuation, job_id: int, items: int, seconds: float) -> None:
+    """Three steps; the second works through ``items`` items with a cursor."""
+    if job.resumed:
+        ledger_write(f"resumed {job_id} {where()}")
+    job.step("one", lambda step: ledger_write(f"step1 {job_id} {where()}"))
+    job.step("two", work_items, job_id, items, seconds)
+    job.step("three", lambda step: ledger_write(f"step3 {job_id} {where()}"))
+
+
+def work_items(step: Step, job_id: int, items: int, seconds: float) -> None:
+    for i in range(step.cursor or 0, items):
+        ledger_write(f"item{i} {job_id} {where()}")
+        time.sleep(seconds)
+        step.advance(i + 1)

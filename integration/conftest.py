@@ -43,6 +43,10 @@ class App:
         self.work = dramatiq.actor(lambda job_id, seconds=0.0: None, actor_name="work", queue_name=name)
         self.patient = dramatiq.actor(lambda job_id, seconds: None, actor_name="patient", queue_name=name)
         self.failing = dramatiq.actor(lambda job_id: None, actor_name="failing", queue_name=name)
+        self.timed = dramatiq.actor(lambda job_id, due: None, actor_name="timed", queue_name=name)
+        self.stepped = dramatiq.actor(
+            lambda job_id, items, seconds: None, actor_name="stepped", queue_name=name
+        )
         self.workers: list[CliWorker] = []
 
     def send(self, count: int, seconds: float = 0.0, start: int = 0) -> None:

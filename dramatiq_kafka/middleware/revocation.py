@@ -11,6 +11,19 @@ from dramatiq.middleware import Middleware, SkipMessage
 from ..partitions import KafkaMessageProxy
 
 _current = threading.local()
+# Set from the moment a worker starts shutting down: its running jobs finish
+# before its consumers close, and resumable jobs stop at their next checkpoint.
+_stopping = threading.Event()
+
+
+def current_message() -> KafkaMessageProxy | None:
+    """The message of the job running in this thread, if any."""
+    return getattr(_current, "message", None)
+
+
+def worker_stopping() -> bool:
+    """Whether the worker of this process is shutting down."""
+    return _stopping.is_set()
 
 
 def revoked() -> bool:
@@ -23,7 +36,7 @@ def revoked() -> bool:
     start.  A job that never asks and finishes within the revocation's
     grace period (5 s) is committed as usual.  Outside a job it is ``False``.
     """
-    message: KafkaMessageProxy | None = getattr(_current, "message", None)
+    message = current_message()
     if message is None or not message._state.revoked:
         return False
     # The job now knows and may stop half-way: whatever it returns, its
@@ -34,12 +47,19 @@ def revoked() -> bool:
 
 class Revocation(Middleware):
     """Skips jobs whose partition was revoked before they started, and
-    keeps track of the running job for :func:`revoked`.
+    keeps track of the running job for :func:`revoked` and of the worker
+    shutting down.
 
     Dramatiq's work queue may still hold records of a partition that a
     rebalance gave away; running them would duplicate what the new owner
     runs, so they are skipped (their acks were going to be ignored).
     """
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        _stopping.clear()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        _stopping.set()
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         if not isinstance(message, KafkaMessageProxy):

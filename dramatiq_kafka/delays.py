@@ -1,0 +1,185 @@
+"""Delayed messages: the delay topic (``{queue}.DQ``) and its consumer.
+
+A delayed message is written to its queue's delay topic, in the partition
+of its *tier*: delays of similar length share partitions, so the records of
+one partition fall due roughly in the order they were written.  The delay
+topic's consumer holds a bounded number of records per partition in memory,
+sorted by due time, and moves each one to its queue's topic when it is due;
+a partition holding ``delay_buffer`` records pauses its fetching until one
+leaves.  The delayed record's offset is committed only once Kafka has the
+record in the queue's topic, so a crash loses nothing (it may move a job
+twice: at least once).  See ``docs/delays.md``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from bisect import bisect_left
+from typing import Any
+
+from confluent_kafka import KafkaError
+from confluent_kafka import Message as KafkaRecord
+from dramatiq.broker import MessageProxy
+from dramatiq.common import current_millis, q_name
+from dramatiq.errors import DecodeError
+
+from .consumer import POLL_BATCH, POLL_SLICE, KafkaConsumer
+from .errors import DeliveryError
+from .partitions import HeldRecord, PartitionState
+from .wire import decode_message, encode_message, headers_of
+
+#: Upper bounds (ms) of the delay tiers; delays above the last share one tier.
+TIER_BOUNDS = (1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000, 21_600_000, 86_400_000)
+#: How many tiers there are.
+TIERS = len(TIER_BOUNDS) + 1
+#: Seconds before a release that Kafka refused is tried again.
+RELEASE_RETRY = 1.0
+
+_spread = itertools.count()
+
+
+def delay_tier(delay: int) -> int:
+    """The tier of a delay in milliseconds: 0 for up to 1 s, 1 for up to 5 s, ..."""
+    return bisect_left(TIER_BOUNDS, delay)
+
+
+def tier_partitions(tier: int, partitions: int) -> range:
+    """The partitions of the delay topic that hold ``tier``: tiers are
+    spread over the partitions in order, neighbours sharing when there are
+    fewer partitions than tiers."""
+    first = tier * partitions // TIERS
+    return range(first, max((tier + 1) * partitions // TIERS, first + 1))
+
+
+def delay_partition(delay: int, partitions: int) -> int:
+    """The partition of the delay topic a ``delay`` (ms) goes to, taking a
+    tier's partitions in turn."""
+    choices = tier_partitions(delay_tier(delay), partitions)
+    return choices[next(_spread) % len(choices)]
+
+
+class DelayConsumer(KafkaConsumer):
+    """Consumes a delay topic and moves each record to ``queue_topic`` when due.
+
+    It hands no message to Dramatiq's worker (``__next__`` always ends in
+    ``None``): records are held here, never in the worker's memory, and
+    moved by this consumer's own thread.  The moved record keeps its key
+    and headers (the carried context among them); its value loses ``eta``.
+
+    Parameters:
+      queue_topic(str): The topic of the queue the delayed jobs belong to.
+      delay_buffer(int): The most records held per partition.
+      **options: As for :class:`KafkaConsumer`.
+    """
+
+    def __init__(self, *, queue_topic: str, delay_buffer: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.queue_topic = queue_topic
+        self.delay_buffer = delay_buffer
+
+    def _should_pause(self, state: PartitionState) -> bool:
+        return len(state.held) >= self.delay_buffer
+
+    def __next__(self) -> MessageProxy | None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            now = time.monotonic()
+            self._commit_when_due(now)
+            next_due = self._release_due()
+            if now >= deadline:
+                return None
+            self._apply_brakes()
+            wait = min(POLL_SLICE, deadline - now, max(0.0, next_due - current_millis() / 1000))
+            # No poll takes more than a partition's buffer: the brakes above
+            # then keep each partition within one poll of its limit.
+            for record in self._consumer.consume(min(POLL_BATCH, self.delay_buffer), wait):
+                self._accept(record)
+
+    def _accept(self, record: KafkaRecord) -> None:
+        if record.error() is not None:
+            super()._accept(record)
+            return
+        offset = record.offset() or 0
+        with self._lock:
+            state = self._partitions.get(record.partition() or 0)
+            if state is None:
+                return
+            state.offsets.track(offset)
+        try:
+            message = decode_message(record.value(), self.queue_name)
+        except DecodeError as e:
+            self.logger.error(
+                "Delayed record %s/%s@%s cannot be decoded (%s).",
+                record.topic(),
+                record.partition(),
+                offset,
+                e,
+            )
+            self._dead_letter(state, record, message_id="", attempts=0, reason=str(e))
+            return
+        eta = message.options.get("eta")
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)):
+            self.logger.warning(
+                "Delayed message %s has no valid eta (%r): it is due now.", message.message_id, eta
+            )
+            eta = message.options["eta"] = 0
+        with self._lock:
+            heapq.heappush(state.held, HeldRecord(int(eta), offset, record, message))
+
+    def _release_due(self) -> float:
+        """Move every due record to its queue; return when (epoch seconds)
+        the next held record falls due."""
+        now = current_millis()
+        due: list[tuple[PartitionState, HeldRecord]] = []
+        next_due = float("inf")
+        with self._lock:
+            for state in self._partitions.values():
+                while state.held and state.held[0].eta <= now:
+                    due.append((state, heapq.heappop(state.held)))
+                    state.releasing += 1
+                if state.held:
+                    next_due = min(next_due, state.held[0].eta / 1000)
+        for state, held in due:
+            self._release(state, held)
+        return next_due
+
+    def _release(self, state: PartitionState, held: HeldRecord) -> None:
+        message = held.message.copy(queue_name=q_name(self.queue_name))
+        del message.options["eta"]
+
+        def on_delivery(error: KafkaError | None) -> None:
+            if error is None:
+                with self._lock:
+                    state.releasing -= 1
+                self._finish(state, held.offset)
+            else:
+                self._hold_again(state, held, error)
+
+        try:
+            self.producer.send(
+                self.queue_topic,
+                encode_message(message),
+                message_id=message.message_id,
+                key=held.record.key(),
+                headers=headers_of(held.record),
+                on_delivery=on_delivery,
+                retried_by_caller=True,
+            )
+        except DeliveryError as e:
+            self._hold_again(state, held, e)
+
+    def _hold_again(self, state: PartitionState, held: HeldRecord, error: object) -> None:
+        """Kafka did not take a due record: hold it a little longer."""
+        self.logger.error(
+            "Could not move delayed message %s to %r (%s); trying again in %.0fs.",
+            held.message.message_id,
+            self.queue_topic,
+            error,
+            RELEASE_RETRY,
+        )
+        retry = held._replace(eta=current_millis() + int(RELEASE_RETRY * 1000))
+        with self._lock:
+            state.releasing -= 1
+            heapq.heappush(state.held, retry)
