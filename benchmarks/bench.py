@@ -68,6 +68,7 @@ class Settings:
     rss_window: float = 10.0
     latency_rate: int = 500
     latency_seconds: float = 8.0
+    latency_warmup: float = 4.0
     threads: int = 8
     partitions: int = 12
     stall: float = 30.0
@@ -269,7 +270,7 @@ class Bench:
                 if has(system):
                     self.measure(f"e2e/{system}", self.spec("e2e", system))
             if has("kafka"):
-                latency = dict(rate=s.latency_rate, seconds=s.latency_seconds)
+                latency = dict(rate=s.latency_rate, seconds=s.latency_seconds, warmup=s.latency_warmup)
                 result = self.measure(
                     "latency/kafka/p50", self.spec("latency", "kafka", **latency), key="p50"
                 )
@@ -279,7 +280,7 @@ class Bench:
                     self.measure_workers(f"procs{processes}", self.spec("worker", "kafka"), processes)
             for system in ("rabbitmq", "redis"):
                 if has(system):
-                    latency = dict(rate=s.latency_rate, seconds=s.latency_seconds)
+                    latency = dict(rate=s.latency_rate, seconds=s.latency_seconds, warmup=s.latency_warmup)
                     result = self.measure(
                         f"latency/{system}/p50", self.spec("latency", system, **latency), key="p50"
                     )
@@ -438,7 +439,8 @@ def conditions(bench: Bench, load: tuple[float, float, float], elapsed: float) -
         "- End to end: the jobs are enqueued first; jobs/s counts from the first job's start to the last "
         "job's start (group join and shutdown excluded), in the same worker process for one process, "
         "across processes for two.",
-        f"- Latency: {s.latency_rate} jobs/s paced for {s.latency_seconds:g} s, sender and worker in one "
+        f"- Latency: {s.latency_rate} jobs/s paced for {s.latency_seconds:g} s after {s.latency_warmup:g} s "
+        "at that pace not counted (a new worker's group settles first), sender and worker in one "
         "process, from `send()` to the job's first line.",
         f"- RSS: peak resident size of one worker process over its first {s.rss_window:g} s of "
         f"consuming a backlog of {s.backlog:,} and {2 * s.backlog:,} jobs.",
@@ -654,6 +656,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, set[str], Path, Path |
             rss_window=1.0,
             latency_rate=100,
             latency_seconds=0.5,
+            latency_warmup=0.2,
             stall=10.0,
         )
     return settings, systems, args.out, args.json

@@ -29,7 +29,7 @@ DeliveryCallback = Callable[[KafkaError | None], None]
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
     "acks": "all",
-    "linger.ms": 5,
+    "linger.ms": 0,
     "compression.type": "lz4",
     # Keyless jobs go to a random partition each, not in sticky batches
     # that can leave a partition (and the worker owning it) idle.
