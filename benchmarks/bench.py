@@ -23,6 +23,7 @@ import argparse
 import base64
 import contextlib
 import json
+import math
 import os
 import platform
 import signal
@@ -83,17 +84,24 @@ class Results:
     errors: dict[str, str] = field(default_factory=dict)
 
     def add(self, name: str, value: float | None) -> None:
-        if value is not None:
-            self.values.setdefault(name, []).append(value)
+        """Record a round's value; ``None`` (a failed measurement) keeps the rounds aligned."""
+        self.values.setdefault(name, []).append(math.nan if value is None else value)
+
+    def valid(self, name: str) -> list[float]:
+        return [v for v in self.values.get(name, []) if not math.isnan(v)]
 
     def median(self, name: str) -> float | None:
-        values = self.values.get(name)
+        values = self.valid(name)
         return statistics.median(values) if values else None
 
     def ratio(self, a: str, b: str) -> float | None:
         """The median of per-round ratios a/b (both measured in the same round)."""
-        pairs = [(x, y) for x, y in zip(self.values.get(a, []), self.values.get(b, []), strict=False) if y]
-        return statistics.median(x / y for x, y in pairs) if pairs else None
+        pairs = [
+            x / y
+            for x, y in zip(self.values.get(a, []), self.values.get(b, []), strict=False)
+            if y and not math.isnan(x) and not math.isnan(y)
+        ]
+        return statistics.median(pairs) if pairs else None
 
 
 def log(text: str) -> None:
@@ -141,6 +149,7 @@ class Bench:
         except Exception as e:
             log(f"{name} failed: {e}")
             self.results.errors[name] = str(e).splitlines()[0]
+            self.results.add(name, None)
             return None
         self.results.add(name, result.get(key))
         log(f"{name}: {result.get(key):.1f}" if isinstance(result.get(key), float) else f"{name}: {result}")
@@ -243,6 +252,7 @@ class Bench:
         except Exception as e:
             log(f"{name} failed: {e}")
             self.results.errors[name] = str(e).splitlines()[0]
+            self.results.add(name, None)
             return None
         self.results.add(name, result[key])
         log(f"{name}: {result}")
@@ -274,8 +284,7 @@ class Bench:
                 result = self.measure(
                     "latency/kafka/p50", self.spec("latency", "kafka", **latency), key="p50"
                 )
-                if result:
-                    self.results.add("latency/kafka/p99", result["p99"])
+                self.results.add("latency/kafka/p99", result["p99"] if result else None)
                 for processes in (1, 2):
                     self.measure_workers(f"procs{processes}", self.spec("worker", "kafka"), processes)
             for system in ("rabbitmq", "redis"):
@@ -284,8 +293,7 @@ class Bench:
                     result = self.measure(
                         f"latency/{system}/p50", self.spec("latency", system, **latency), key="p50"
                     )
-                    if result:
-                        self.results.add(f"latency/{system}/p99", result["p99"])
+                    self.results.add(f"latency/{system}/p99", result["p99"] if result else None)
         if has("legacy") and self.legacy_python is not None:
             for _ in range(s.legacy_rounds):
                 # kafka-python starts a new group at the log's end: the jobs
@@ -457,7 +465,7 @@ def table(bench: Bench) -> list[str]:
     r, s = bench.results, bench.s
 
     def row(label: str, name: str, note: str = "", digits: int = 0) -> str:
-        values = r.values.get(name, [])
+        values = r.valid(name)
         spread = f"{min(values):,.{digits}f}-{max(values):,.{digits}f}" if len(values) > 1 else ""
         error = r.errors.get(name)
         if error and not values:
