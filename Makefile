@@ -10,7 +10,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $@
 
 kafka:
@@ -30,11 +30,10 @@ test: setup kafka lint
 # Side-by-side figures into docs/performance.md and docs/performance.png (~15 min;
 # installs Debian's redis-server and rabbitmq-server when missing, needs root).
 bench: setup kafka
-	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 unit: setup
 	$(PY) -m pytest tests -m "not slow"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache
