@@ -152,6 +152,8 @@ class Bench:
             self.results.add(name, None)
             return None
         self.results.add(name, result.get(key))
+        if name.startswith("enqueue/"):
+            self.results.add(f"{name}/cpu", result.get("cpu_us"))
         log(f"{name}: {result.get(key):.1f}" if isinstance(result.get(key), float) else f"{name}: {result}")
         return result
 
@@ -481,6 +483,13 @@ def table(bench: Bench) -> list[str]:
             text += f" (target ≥ {target:g}: {'met' if value >= target else 'NOT met'})"
         return text
 
+    ours_cpu, stub_cpu = r.median("enqueue/async/cpu"), r.median("enqueue/stub/cpu")
+    cpu_note = ""
+    if ours_cpu is not None and stub_cpu is not None:
+        cpu_note = (
+            f"; CPU per send (the whole process, librdkafka's threads included): {ours_cpu:.0f} µs, "
+            f"StubBroker {stub_cpu:.0f} µs"
+        )
     legacy = r.extra.get("legacy", [])
     legacy_note = ""
     if legacy:
@@ -500,7 +509,8 @@ def table(bench: Bench) -> list[str]:
             "vs StubBroker "
             + ratio("enqueue/async", "enqueue/stub", 0.8)
             + "; vs Redis "
-            + ratio("enqueue/async", "enqueue/redis", 5.0),
+            + ratio("enqueue/async", "enqueue/redis", 5.0)
+            + cpu_note,
         ),
         row("ours, sync", "enqueue/sync"),
         row("ours, bulk (`enqueue_many`)", "enqueue/bulk", "vs raw " + ratio("enqueue/bulk", "enqueue/raw")),

@@ -40,6 +40,14 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "auto.offset.reset": "earliest",
     # Bounds the records librdkafka keeps fetched ahead (default 64 MiB).
     "queued.max.messages.kbytes": 16384,
+    # Per partition (default 100,000): the byte bound counts compressed
+    # batches, so under a deep backlog librdkafka held ten times as much
+    # decompressed (a worker at 160 MB with 200,000 jobs waiting, 193 MB
+    # with 400,000).  1,000 matches the consumer's own per-partition buffer.
+    "queued.min.messages": 1000,
+    # A partition over that bound is fetched again after this (default
+    # 1000 ms, which idled partitions that drained within a second).
+    "fetch.queue.backoff.ms": 20,
 }
 
 #: Classic-protocol defaults; the KIP-848 protocol (``group.protocol=consumer``)

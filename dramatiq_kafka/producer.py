@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from dramatiq.logging import get_logger
 
 from .errors import BufferFull, DeliveryError, DeliveryTimeout
-from .wire import Headers
+from .wire import Headers, message_id_of
 
 #: Called with the delivery error (or ``None``) of one record.
 DeliveryCallback = Callable[[KafkaError | None], None]
@@ -74,7 +74,7 @@ class DeliveryReports:
             return failures
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OutgoingRecord:
     """A record to send: where, what, and the message it carries."""
 
@@ -95,7 +95,12 @@ class ThreadSends:
     has those records, or a crash in between would lose them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_failure: Callable[[KafkaError, Message], None] | None = None) -> None:
+        self._on_failure = on_failure
+        # The delivery callback of every plain async send of this thread:
+        # one bound method for all of them, where a closure per send cost an
+        # allocation that lived until the report (and the GC's time).
+        self.callback = self._delivered
         self._settled = threading.Condition()
         # Only the owning thread sends, so ``sent`` needs no lock (it is on
         # every send's path); reports may come from any thread that polls.
@@ -116,6 +121,11 @@ class ThreadSends:
             self.failed += error is not None
             if self.reported_count >= self.sent_count:
                 self._settled.notify_all()
+
+    def _delivered(self, error: KafkaError | None, record: Message) -> None:
+        self.reported(error)
+        if error is not None and self._on_failure is not None:
+            self._on_failure(error, record)
 
     def wait(self, timeout: float) -> bool:
         """Whether every send was delivered within ``timeout`` seconds."""
@@ -194,8 +204,13 @@ class KafkaProducer:
     def _sends_of_this_thread(self) -> ThreadSends:
         sends: ThreadSends | None = getattr(self._thread_sends, "sends", None)
         if sends is None:
-            sends = self._thread_sends.sends = ThreadSends()
+            sends = self._thread_sends.sends = ThreadSends(self._async_send_failed)
         return sends
+
+    def _async_send_failed(self, error: KafkaError, record: Message) -> None:
+        message_id = message_id_of(record.value())
+        self.reports.record(message_id, error)
+        self.logger.error("Failed to deliver message %s to %r: %s", message_id, record.topic(), error)
 
     def settle_thread_sends(self, timeout: float) -> bool:
         """Wait until the sends this thread made since the last call are
@@ -241,14 +256,18 @@ class KafkaProducer:
 
         sends = ThreadSends() if retried_by_caller else self._sends_of_this_thread()
         sends.sent()
+        report: Callable[[KafkaError | None, Message], None]
+        if on_delivery is None and not retried_by_caller:
+            report = sends.callback
+        else:
 
-        def report(error: KafkaError | None, _record: Message) -> None:
-            sends.reported(error)
-            if error is not None and not retried_by_caller:
-                self.reports.record(message_id, error)
-                self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, error)
-            if on_delivery is not None:
-                on_delivery(error)
+            def report(error: KafkaError | None, _record: Message) -> None:
+                sends.reported(error)
+                if error is not None and not retried_by_caller:
+                    self.reports.record(message_id, error)
+                    self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, error)
+                if on_delivery is not None:
+                    on_delivery(error)
 
         producer = self.producer
         try:

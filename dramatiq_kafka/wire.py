@@ -41,6 +41,15 @@ def message_headers(message: Message[Any]) -> Headers:
     ]
 
 
+def message_id_of(value: bytes | None) -> str:
+    """The message id in a record value we wrote, or ``"<unknown>"``."""
+    try:
+        message_id = orjson.loads(value or b"").get("message_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "<unknown>"
+    return message_id if isinstance(message_id, str) else "<unknown>"
+
+
 def headers_of(record: KafkaRecord) -> Headers:
     """A consumed record's headers, as a list to send on."""
     headers = record.headers() or []
