@@ -424,7 +424,7 @@ def conditions(bench: Bench, load: tuple[float, float, float], elapsed: float) -
         f"load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
         "(the machine is shared: other processes run beside the benchmark).",
         f"- Python {platform.python_version()}, Dramatiq {dramatiq.__version__}, "
-        f"confluent-kafka {confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]}), "
+        f"confluent-kafka {confluent_kafka.version()} (librdkafka {confluent_kafka.libversion()[0]}), "
         f"orjson {orjson.__version__}.",
         f"- Kafka {localkafka.KAFKA_VERSION}, one KRaft node from `scripts/localkafka.py` "
         f"(JVM flags {' '.join(localkafka.JVM_FLAGS)}), on the same machine.",
@@ -624,6 +624,10 @@ def plot(bench: Bench, path: Path) -> None:
         "MB",
         {f"{bench.s.backlog:,} jobs", f"{2 * bench.s.backlog:,} jobs"},
     )
+    for ax, limits in ((axes[2], (3, 15)), (axes[3], (250,))):
+        for limit in limits:
+            ax.axvline(limit, color="tab:red", linestyle="--", linewidth=1)
+            ax.text(limit, ax.get_ylim()[1], f" target {limit:g}", color="tab:red", fontsize=7, va="top")
     fig.suptitle(
         "dramatiq-kafka (orange) beside the alternatives — medians; the machine is shared, see conditions"
     )
