@@ -3,14 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup kafka demo test unit lint faults reliability clean
+.PHONY: setup kafka demo test unit lint faults reliability bench clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $@
 
 kafka:
@@ -36,9 +36,13 @@ faults: setup kafka
 
 reliability: setup
 	$(PY) integration/report.py
+# Side-by-side figures into docs/performance.md and docs/performance.png (~15 min;
+# installs Debian's redis-server and rabbitmq-server when missing, needs root).
+bench: setup kafka
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 unit: setup
 	$(PY) -m pytest tests -m "not slow"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache

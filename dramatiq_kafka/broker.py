@@ -26,6 +26,7 @@ from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHead
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer, OutgoingRecord
 from .retries import RetryPolicy
+from .signals import CachedSignals
 from .wire import encode_message, message_headers
 
 #: Dead letters go to ``{queue}.XQ`` after the default number of retries.
@@ -35,7 +36,7 @@ DEFAULT_DEAD_LETTER = DeadLetter()
 BOOTSTRAP_SERVERS_ENV = "DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS"
 
 
-class KafkaBroker(dramatiq.Broker):
+class KafkaBroker(CachedSignals, dramatiq.Broker):
     """A broker that keeps each queue in a Kafka topic.
 
     Creating the broker (and declaring actors on it) touches no network:
@@ -108,6 +109,7 @@ class KafkaBroker(dramatiq.Broker):
         self.request_timeout = request_timeout
         self.fail_fast_default = fail_fast_default
         self.queues: set[str] = set()
+        self._topics_ensured: set[str] = set()
         self._partition_counts: dict[str, int] = {}
         self.failures_by_queue: dict[str, list[BaseException]] = {}
 
@@ -198,7 +200,7 @@ class KafkaBroker(dramatiq.Broker):
     def ensure_topics(self, queue_name: str) -> None:
         """Create the topics of a queue (its own and its dead letters')
         when they are missing and ``create_topics`` is on."""
-        if not self.create_topics:
+        if not self.create_topics or queue_name in self._topics_ensured:
             return
         config = self.queue_config(queue_name)
         # A delay topic has a partition per delay tier at least (see delays.py).
@@ -216,6 +218,8 @@ class KafkaBroker(dramatiq.Broker):
 
         topics = [self.topic_name(queue_name), self.dead_letter_topic(queue_name)]
         self.admin.ensure({topic: spec(topic) for topic in topics})
+        # Checked on every enqueue: building the specs cost a tenth of a send.
+        self._topics_ensured.add(queue_name)
 
     def _check_declared(self, queue_name: str) -> None:
         if queue_name not in self.queues and queue_name not in self.delay_queues:
@@ -267,10 +271,9 @@ class KafkaBroker(dramatiq.Broker):
             if message_delay is not None:
                 partition = self._delay_partition(topic, message_delay)
             headers = message_headers(message)
-            for middleware in self.middleware:
-                # Middleware may carry data beside the message (see RecordHeaders).
-                if isinstance(middleware, RecordHeaders):
-                    headers += middleware.record_headers(self, message)
+            for middleware in self.middleware_of_type(RecordHeaders):
+                # Middleware may carry data beside the message.
+                headers += middleware.record_headers(self, message)
             key = self.dispatch.key_for(self, message)
             record = OutgoingRecord(
                 topic, encode_message(message), message.message_id, key, headers, partition
