@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup kafka demo test unit lint bench clean
+.PHONY: setup kafka demo test unit lint bench faults reliability clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,16 @@ test: setup kafka lint
 # installs Debian's redis-server and rabbitmq-server when missing, needs root).
 bench: setup kafka
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+# The fault scenarios at full size (FAULT_JOBS jobs where the issue counts jobs), then
+# docs/reliability.md from their figures. `make test` runs them too, at 5,000 jobs.
+FAULT_JOBS ?= 20000
+faults: setup kafka
+	FAULT_JOBS=$(FAULT_JOBS) $(PY) -m pytest integration -m faults
+	$(PY) integration/report.py
+
+reliability: setup
+	$(PY) integration/report.py
 
 unit: setup
 	$(PY) -m pytest tests -m "not slow"

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dramatiq
 import pytest
 from dramatiq import Worker
+from dramatiq.middleware import CurrentMessage
 
-from dramatiq_kafka import BOOTSTRAP_SERVERS_ENV, KafkaBroker
+from dramatiq_kafka import BOOTSTRAP_SERVERS_ENV, KafkaBroker, QueueConfig
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -47,6 +48,29 @@ def broker(kafka_bootstrap: str, unique_name: str) -> Iterator[KafkaBroker]:
     dramatiq.set_broker(broker)
     yield broker
     broker.close()
+
+
+@pytest.fixture
+def make_broker(kafka_bootstrap: str, unique_name: str) -> Iterator[Callable[..., KafkaBroker]]:
+    """``make_broker(**queue)``: a broker whose queue ``unique_name`` has
+    ``QueueConfig(**queue)``, with ``CurrentMessage``; closed after the test."""
+    brokers: list[KafkaBroker] = []
+
+    def make(**queue: object) -> KafkaBroker:
+        broker = KafkaBroker(
+            bootstrap_servers=kafka_bootstrap,
+            group_id=f"group-{unique_name}",
+            queues={unique_name: QueueConfig(**queue)},  # type: ignore[arg-type]
+            fail_fast_default=False,
+        )
+        broker.add_middleware(CurrentMessage())
+        dramatiq.set_broker(broker)
+        brokers.append(broker)
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.close()
 
 
 @pytest.fixture

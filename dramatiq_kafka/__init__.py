@@ -4,6 +4,7 @@ from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
 from .bulk import send_many
 from .config import DeadLetter, QueueConfig
 from .errors import (
+    AuthenticationError,
     BufferFull,
     ConfigurationError,
     DeliveryError,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BOOTSTRAP_SERVERS_ENV",
+    "AuthenticationError",
     "BufferFull",
     "ConfigurationError",
     "ContextError",

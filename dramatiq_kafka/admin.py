@@ -3,13 +3,54 @@
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from dramatiq.logging import get_logger
 
+from .client_errors import ClientErrors
 from .errors import KafkaBrokerError, KafkaConnectionError
+
+#: The longest single metadata request: between two, an authentication
+#: failure reported meanwhile ends the wait.
+METADATA_SLICE = 1.0
+
+#: Errors of a group coordinator that moves or loads (after a broker start or
+#: restart): asking again shortly succeeds.
+COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    }
+)
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """How far a group is behind on one partition.
+
+    Attributes:
+      partition(int): The partition id.
+      committed(int): The group's committed offset, ``-1`` when it never
+        committed one.
+      low(int): The first offset still in the partition.
+      end(int): The offset the next record will get.
+    """
+
+    partition: int
+    committed: int
+    low: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        """Records the group has yet to finish; with no commit, the group
+        starts at the first record kept (``auto.offset.reset=earliest``)."""
+        return max(0, self.end - max(self.committed, self.low))
 
 
 class TopicAdmin:
@@ -32,6 +73,7 @@ class TopicAdmin:
         self._admin: AdminClient | None = None
         self._inspector: Consumer | None = None
         self._ensured: set[str] = set()
+        self.errors = ClientErrors(config, "admin client")
 
     @property
     def bootstrap_servers(self) -> str:
@@ -41,7 +83,8 @@ class TopicAdmin:
     def admin(self) -> AdminClient:
         with self._lock:
             if self._admin is None:
-                self._admin = AdminClient(self.config)
+                config: dict[str, Any] = {**self.config, "error_cb": self.errors}
+                self._admin = AdminClient(config)
             return self._admin
 
     @property
@@ -51,7 +94,12 @@ class TopicAdmin:
         with self._lock:
             if self._inspector is None:
                 self._inspector = Consumer(
-                    {**self.config, "group.id": self.group_id, "enable.auto.commit": False}
+                    {
+                        **self.config,
+                        "group.id": self.group_id,
+                        "enable.auto.commit": False,
+                        "error_cb": self.errors,
+                    }
                 )
             return self._inspector
 
@@ -62,13 +110,33 @@ class TopicAdmin:
         """The topics of the cluster.
 
         Raises:
+          AuthenticationError: When Kafka refuses the credentials.
           KafkaConnectionError: When the cluster does not answer in time.
         """
-        try:
-            metadata = self.admin.list_topics(timeout=self.timeout)
-        except KafkaException as e:
-            raise self._unreachable(e.args[0]) from None
-        return set(metadata.topics)
+        return set(self._metadata().topics)
+
+    def _metadata(self, topic: str | None = None) -> Any:
+        """The cluster's metadata (of one topic, or all).
+
+        Raises:
+          AuthenticationError: As soon as librdkafka reports that Kafka
+            refused the credentials.
+          KafkaConnectionError: When the cluster does not answer in time.
+        """
+        admin = self.admin
+        deadline = time.monotonic() + self.timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                metadata = admin.list_topics(topic=topic, timeout=max(0.1, min(METADATA_SLICE, remaining)))
+            except KafkaException as e:
+                admin.poll(0)  # serves error_cb
+                self.errors.check()
+                if time.monotonic() >= deadline:
+                    raise self._unreachable(e.args[0]) from None
+                continue
+            self.errors.succeeded()
+            return metadata
 
     def ensure(self, topics: dict[str, NewTopic]) -> None:
         """Create the topics that do not exist yet; use existing ones as they are.
@@ -95,11 +163,7 @@ class TopicAdmin:
 
     def partitions(self, topic: str) -> list[int]:
         """The partition ids of a topic, or ``[]`` when it does not exist."""
-        try:
-            metadata = self.admin.list_topics(topic=topic, timeout=self.timeout)
-        except KafkaException as e:
-            raise self._unreachable(e.args[0]) from None
-        found = metadata.topics.get(topic)
+        found = self._metadata(topic).topics.get(topic)
         if found is None or found.error is not None:
             return []
         return sorted(found.partitions)
@@ -121,13 +185,31 @@ class TopicAdmin:
         """The group's committed position per partition (-1 when none)."""
         if not partitions:
             return {}
-        try:
-            committed = self.inspector.committed(
-                [TopicPartition(topic, partition) for partition in partitions], timeout=self.timeout
-            )
-        except KafkaException as e:
-            raise self._unreachable(e.args[0]) from None
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                committed = self.inspector.committed(
+                    [TopicPartition(topic, partition) for partition in partitions], timeout=self.timeout
+                )
+                break
+            except KafkaException as e:
+                # The group's coordinator moves (or loads) after a broker restart.
+                error: KafkaError = e.args[0]
+                retry = error.retriable() or error.code() in COORDINATOR_MOVING
+                if not retry or time.monotonic() >= deadline:
+                    raise self._unreachable(e.args[0]) from None
+                time.sleep(0.1)
         return {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in committed}
+
+    def lag(self, topic: str) -> list[PartitionLag]:
+        """The group's position against the end of every partition of a
+        topic (``[]`` when the topic does not exist)."""
+        watermarks = self.watermarks(topic)
+        committed = self.committed_offsets(topic, list(watermarks))
+        return [
+            PartitionLag(partition, committed.get(partition, -1), low, end)
+            for partition, (low, end) in sorted(watermarks.items())
+        ]
 
     def truncate(self, topic: str) -> None:
         """Delete every record currently in a topic (for tests and ``flush``)."""

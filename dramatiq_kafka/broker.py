@@ -292,6 +292,11 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         eta = message.options.get("eta")
         if delay is None and eta is not None and not message.queue_name.endswith(".DQ"):
             if isinstance(eta, datetime):
+                if eta.tzinfo is None:
+                    raise ConfigurationError(
+                        f"message {message.message_id}: eta={eta!r} has no time zone; "
+                        "give an aware datetime (datetime.now(UTC) + ...)"
+                    )
                 eta = int(eta.timestamp() * 1000)
             if isinstance(eta, bool) or not isinstance(eta, (int, float)):
                 raise ConfigurationError(
@@ -313,8 +318,11 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         """The partition of the delay topic for ``delay`` (see delays.py)."""
         count = self._partition_counts.get(topic)
         if count is None:
-            count = self._partition_counts[topic] = len(self.admin.partitions(topic))
-        return delay_partition(delay, count) if count else None
+            count = len(self.admin.partitions(topic))
+            if not count:  # just created, metadata not there yet: ask again next time
+                return None
+            self._partition_counts[topic] = count
+        return delay_partition(delay, count)
 
     def flush_producer(self, timeout: float | None = None) -> None:
         """Wait until every record sent from this process is delivered.
@@ -370,6 +378,9 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         queue_name = q_name(message.queue_name)
         if actor is not None and actor.queue_name != queue_name:
             return f"Actor {actor.actor_name!r} belongs to queue {actor.queue_name!r}, not {queue_name!r}."
+        exhausted = message.options.get("on_retry_exhausted")
+        if exhausted is not None and exhausted not in self.actors:
+            return f"The option on_retry_exhausted names no known actor ({exhausted!r})."
         return None
 
     def _remember_failure(self, message: MessageProxy) -> None:

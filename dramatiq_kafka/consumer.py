@@ -26,8 +26,10 @@ from dramatiq.errors import DecodeError
 from dramatiq.logging import get_logger
 from dramatiq.message import Message
 
+from .client_errors import ClientErrors
 from .dead_letters import DeadLetterWriter
 from .errors import DeliveryError, KafkaConnectionError
+from .events import EVENTS
 from .partitions import KafkaMessageProxy, PartitionState
 from .producer import KafkaProducer
 from .retries import RetryPolicy
@@ -158,13 +160,21 @@ class KafkaConsumer(Consumer):
         self._next_poll = 0.0
         self._closed = False
 
-        defaults = dict(CONSUMER_DEFAULTS)
+        defaults = self.client_defaults()
         if config.get("group.protocol", "classic") == "classic":
             defaults.update(CLASSIC_GROUP_DEFAULTS)
-        self._consumer = ConfluentConsumer({**defaults, **config, "on_commit": self._on_commit})
+        # Refused credentials come out of consume() as an AuthenticationError.
+        errors = ClientErrors(config, f"consumer of {topic!r}", raise_failure=True)
+        self._consumer = ConfluentConsumer(
+            {**defaults, **config, "on_commit": self._on_commit, "error_cb": errors}
+        )
         self._consumer.subscribe(
             [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+
+    def client_defaults(self) -> dict[str, Any]:
+        """librdkafka settings of this consumer that the user's config may override."""
+        return dict(CONSUMER_DEFAULTS)
 
     # -- rebalance -----------------------------------------------------------------------------------
 
@@ -210,6 +220,7 @@ class KafkaConsumer(Consumer):
                 state = self._partitions.pop(tp.partition, None)
                 if state is not None:
                     state.revoked = True
+                    state.owned = False
 
     # -- committing ----------------------------------------------------------------------------------
 
@@ -229,9 +240,9 @@ class KafkaConsumer(Consumer):
             candidates = []
             for partition in wanted:
                 state = self._partitions.get(partition)
-                watermark = state.offsets.commit_candidate() if state is not None else None
-                if watermark is not None:
-                    candidates.append(TopicPartition(self.topic, partition, watermark))
+                position = self._commit_position(state) if state is not None else None
+                if position is not None:
+                    candidates.append(position)
         if not candidates:
             return
         try:
@@ -242,6 +253,11 @@ class KafkaConsumer(Consumer):
                 self._on_commit(None, committed)
         except KafkaException as e:
             self.logger.warning("Offset commit failed: %s", e.args[0])
+
+    def _commit_position(self, state: PartitionState) -> TopicPartition | None:
+        """What to commit for ``state`` now, if anything (under the lock)."""
+        watermark = state.offsets.commit_candidate()
+        return None if watermark is None else TopicPartition(self.topic, state.partition, watermark)
 
     # -- flow control --------------------------------------------------------------------------------
 
@@ -255,6 +271,8 @@ class KafkaConsumer(Consumer):
                 if pause != state.paused:
                     state.paused = pause
                     changes[pause].append(TopicPartition(self.topic, state.partition))
+        if changes[True] or changes[False]:
+            EVENTS.paused(self.queue_name, sum(s.paused for s in list(self._partitions.values())))
         if changes[True]:
             self._consumer.pause(changes[True])
         if changes[False]:
@@ -476,6 +494,7 @@ class KafkaConsumer(Consumer):
                 state.streak = 0
                 state.failing_offset = None
         if retry:
+            EVENTS.retried(self.queue_name)
             self.logger.warning(
                 "%s failed (%s: %s); partition %d waits %.1fs and runs it again (attempt %d).",
                 message,
@@ -494,39 +513,40 @@ class KafkaConsumer(Consumer):
     def _requeue(self, message: KafkaMessageProxy, error: Exception) -> None:
         """Send a failed job again with its backoff as a delay, and move on;
         each job has its own budget, counted in the message."""
-        state = message._state
         policy = self.retry_policy(message)
-        message.failures = int(message.options.get("retries", 0)) + 1
-        if not policy.should_retry(message.failures, error):
+        failures = int(message.options.get("retries", 0)) + 1
+        if not policy.should_retry(failures, error):
+            message.failures = failures
             self.logger.error(
-                "%s failed %d time(s); moving it to %r.", message, message.failures, self.dead_letter_topic
+                "%s failed %d time(s); moving it to %r.", message, failures, self.dead_letter_topic
             )
             self._reject(message)
             return
-        delay = policy.backoff(message.failures)
+        delay = policy.backoff(failures)
         assert self.send_retry is not None
+        message.failures = failures
         try:
             self.send_retry(message, delay)
             sent = self.producer.settle_thread_sends(self.settle_timeout)
-        except DeliveryError as e:
-            self.logger.error("%s", e)
+        except Exception as e:  # Kafka unreachable, a topic that cannot be created, ...
+            self.logger.error("Could not send %s again: %s", message, e)
             sent = False
         if not sent:
-            # Its retry may not be in Kafka: keep the failed run's offset
-            # uncommitted, so that it runs again after a restart.
-            with self._lock:
-                state.abandoned += 1
-            self.logger.error("%s failed and could not be sent again; its offset stays uncommitted.", message)
+            # Its retry may not be in Kafka: retry it in place instead.  If
+            # the send did land after all, the job runs once more (at least once).
+            message.failures = failures - 1
+            self._failed(message, error)
             return
+        EVENTS.retried(self.queue_name)
         self.logger.warning(
             "%s failed (%s: %s); sent again to run in %.1fs (attempt %d).",
             message,
             type(error).__name__,
             error,
             delay / 1000,
-            message.failures + 1,
+            failures + 1,
         )
-        self._finish(state, message.offset)
+        self._finish(message._state, message.offset)
 
     def nack(self, message: MessageProxy) -> None:
         """A job was rejected (an unknown actor, a ``throws`` exception)."""
@@ -569,6 +589,7 @@ class KafkaConsumer(Consumer):
         def written() -> None:
             with self._lock:
                 state.dead_letters_pending -= 1
+            EVENTS.dead_lettered(self.queue_name, self.dead_letter_topic)
             self._finish(state, offset)
             self._wake()
 
@@ -605,5 +626,6 @@ class KafkaConsumer(Consumer):
                 self._closed = True
                 for state in self._partitions.values():
                     state.revoked = True
+                    state.owned = False
                 self._partitions.clear()
             self._consumer.close()

@@ -82,14 +82,15 @@ class Progress:
         data = options.get(PROGRESS_OPTION)
         if not isinstance(data, dict):
             return cls()
-        finished = data.get("finished")
+        # Written by other producers too: take what is well-formed, ignore the rest.
+        finished, step, resumptions = data.get("finished"), data.get("step"), data.get("resumptions")
         return cls(
             finished=[name for name in finished if isinstance(name, str)]
             if isinstance(finished, list)
             else [],
-            step=data.get("step") if isinstance(data.get("step"), str) else None,
+            step=step if isinstance(step, str) else None,
             cursor=data.get("cursor"),
-            resumptions=int(data.get("resumptions") or 0),
+            resumptions=resumptions if isinstance(resumptions, int) else 0,
         )
 
     def as_option(self) -> dict[str, Any]:
@@ -222,6 +223,11 @@ def continuable(fn: Callable[Concatenate[Continuation, P], R] | None = None, *, 
                 if message is None:
                     raise
                 progress = job.saved()
+                if not message._state.owned:
+                    # Past the revocation's grace: the partition's new owner
+                    # runs this record again; a resumed copy would run beside it.
+                    logger.warning("%s stopped after its partition moved on; its new owner runs it.", message)
+                    return None
                 progress.resumptions += 1
                 logger.info(
                     "%s stopped in step %r at cursor %r; it resumes %s.",
@@ -231,7 +237,12 @@ def continuable(fn: Callable[Concatenate[Continuation, P], R] | None = None, *, 
                     f"in {resume_delay} ms" if resume_delay else "at once",
                 )
                 resumed = message.copy(options={PROGRESS_OPTION: progress.as_option()})
-                dramatiq.get_broker().enqueue(resumed, delay=resume_delay or None)
+                try:
+                    dramatiq.get_broker().enqueue(resumed, delay=resume_delay or None)
+                except BaseException:
+                    # Not sent: the job fails, and its retry resumes here.
+                    message.options[PROGRESS_OPTION] = job.saved().as_option()
+                    raise
                 return None
             except BaseException:
                 if message is not None:

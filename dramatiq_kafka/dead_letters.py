@@ -6,7 +6,7 @@ import threading
 import traceback
 from collections.abc import Callable
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Message as KafkaRecord
 from dramatiq.logging import get_logger
 
@@ -18,6 +18,11 @@ from .wire import Headers, headers_of
 MAX_TRACEBACK_BYTES = 8192
 #: The longest error message kept in a dead-letter header, in bytes.
 MAX_ERROR_MESSAGE_BYTES = 1024
+#: The largest original header (or key) kept when a record is too large to copy.
+MAX_KEPT_HEADER_BYTES = 1024
+#: Why Kafka (or librdkafka, before sending) refuses a record for its size:
+#: no retry can succeed, the record must be made smaller.
+SIZE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 
 
 def dead_letter_headers(
@@ -58,11 +63,54 @@ def dead_letter_headers(
     return headers
 
 
+def _size(value: str | bytes | None) -> int:
+    return len(value) if value is not None else 0
+
+
+def without_large_parts(record: KafkaRecord, headers: Headers, why: str) -> tuple[bytes | None, Headers]:
+    """The key and headers of a dead letter too large to be written whole.
+
+    The value and every original header or key over ``MAX_KEPT_HEADER_BYTES``
+    are left out (the original stays in the source topic until its retention
+    deletes it), and a ``dead_letter_omitted`` header says what was dropped.
+    """
+    # The headers this module added (origin, error) come after the record's own.
+    own = len(record.headers() or [])
+    kept = [(name, value) for name, value in headers[:own] if _size(value) <= MAX_KEPT_HEADER_BYTES]
+    kept += headers[own:]
+    dropped = [name for name, value in headers[:own] if _size(value) > MAX_KEPT_HEADER_BYTES]
+    key = record.key()
+    key = key if _size(key) <= MAX_KEPT_HEADER_BYTES else None
+    summary = f"value of {_size(record.value())} bytes"
+    if dropped:
+        summary += (
+            f", {len(dropped)} header(s) over {MAX_KEPT_HEADER_BYTES} bytes ({', '.join(dropped[:10])})"
+        )
+    if key is None and record.key() is not None:
+        summary += f", key of {_size(record.key())} bytes"
+    summary += (
+        f": the whole record was refused ({why}); the original stays at "
+        f"{record.topic()}/{record.partition()}@{record.offset()} until the topic's retention deletes it"
+    )
+    return key, [*kept, ("dead_letter_omitted", summary.encode())]
+
+
+def _size_error(error: object) -> bool:
+    """Whether a failed write failed for the record's size."""
+    if isinstance(error, DeliveryError) and isinstance(error.__cause__, KafkaException):
+        error = error.__cause__.args[0]
+    return isinstance(error, KafkaError) and error.code() in SIZE_ERRORS
+
+
 class DeadLetterWriter:
     """Writes dead letters and reports each one once Kafka has it.
 
     A write that fails is retried (with a capped backoff) until it is
     acknowledged: the source offset must not be committed before that.
+    A record too large for the producer (``message.max.bytes``) or the
+    dead-letter topic (``max.message.bytes``), which no retry can write,
+    is written once more without its value and large headers (see
+    :func:`without_large_parts`), so that its partition goes on.
 
     Parameters:
       producer(KafkaProducer): Where records are sent.
@@ -92,18 +140,32 @@ class DeadLetterWriter:
         headers = dead_letter_headers(
             record, group_id=self.group_id, attempts=attempts, error=error, reason=reason
         )
-        self._send(topic, record, headers, message_id, on_written, self.retry_backoff)
+        self._send(topic, record, record.key(), headers, message_id, on_written, self.retry_backoff)
 
     def _send(
         self,
         topic: str,
         record: KafkaRecord,
+        key: bytes | None,
         headers: Headers,
         message_id: str,
         on_written: Callable[[], object],
         backoff: float,
+        whole: bool = True,
     ) -> None:
         def retry_later(error: object) -> None:
+            if whole and _size_error(error):
+                self.logger.error(
+                    "Message %s is too large for %r (%s); dead-lettering it without its value.",
+                    message_id,
+                    topic,
+                    error,
+                )
+                smaller_key, smaller_headers = without_large_parts(record, headers, str(error))
+                self._send(
+                    topic, record, smaller_key, smaller_headers, message_id, on_written, backoff, whole=False
+                )
+                return
             self.logger.error(
                 "Could not dead-letter message %s to %r (%s); retrying in %.1fs. "
                 "Its offset stays uncommitted.",
@@ -113,7 +175,9 @@ class DeadLetterWriter:
                 backoff,
             )
             timer = threading.Timer(
-                backoff, self._send, (topic, record, headers, message_id, on_written, min(backoff * 2, 60.0))
+                backoff,
+                self._send,
+                (topic, record, key, headers, message_id, on_written, min(backoff * 2, 60.0), whole),
             )
             timer.daemon = True
             timer.start()
@@ -127,9 +191,9 @@ class DeadLetterWriter:
         try:
             self.producer.send(
                 topic,
-                record.value(),
+                record.value() if whole else b"",
                 message_id=message_id,
-                key=record.key(),
+                key=key,
                 headers=headers,
                 on_delivery=on_delivery,
                 retried_by_caller=True,

@@ -19,7 +19,7 @@ import time
 from bisect import bisect_left
 from typing import Any
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaRecord
 from dramatiq.broker import MessageProxy
 from dramatiq.common import current_millis, q_name
@@ -27,6 +27,7 @@ from dramatiq.errors import DecodeError
 
 from .consumer import POLL_BATCH, POLL_SLICE, KafkaConsumer
 from .errors import DeliveryError
+from .offsets import decode_done_past, encode_done_past
 from .partitions import HeldRecord, PartitionState
 from .wire import decode_message, encode_message, headers_of
 
@@ -36,6 +37,10 @@ TIER_BOUNDS = (1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000, 21_600_000, 86
 TIERS = len(TIER_BOUNDS) + 1
 #: Seconds before a release that Kafka refused is tried again.
 RELEASE_RETRY = 1.0
+#: Marks the commit metadata that lists the records moved past the committed offset.
+MOVED_PREFIX = "dramatiq-kafka-moved:"
+#: The longest such metadata (Kafka's ``offset.metadata.max.bytes`` is 4096).
+MAX_METADATA = 3500
 
 _spread = itertools.count()
 
@@ -68,6 +73,11 @@ class DelayConsumer(KafkaConsumer):
     moved by this consumer's own thread.  The moved record keeps its key
     and headers (the carried context among them); its value loses ``eta``.
 
+    A long delay holds back the commit of its partition, so the records
+    moved since it was written are listed in the commit's metadata: the
+    next owner (after a restart or a rebalance) skips them instead of
+    moving them again.
+
     Parameters:
       queue_topic(str): The topic of the queue the delayed jobs belong to.
       delay_buffer(int): The most records held per partition.
@@ -75,12 +85,24 @@ class DelayConsumer(KafkaConsumer):
     """
 
     def __init__(self, *, queue_topic: str, delay_buffer: int, **options: Any) -> None:
-        super().__init__(**options)
         self.queue_topic = queue_topic
         self.delay_buffer = delay_buffer
+        super().__init__(**options)
+
+    def client_defaults(self) -> dict[str, Any]:
+        # Records fetched ahead of a full partition are dropped when it pauses:
+        # fetching little more than a buffer keeps that waste (and the peak
+        # memory) small.
+        return {
+            **super().client_defaults(),
+            "queued.min.messages": self.delay_buffer,
+            "queued.max.messages.kbytes": 4096,
+        }
 
     def _should_pause(self, state: PartitionState) -> bool:
-        return len(state.held) >= self.delay_buffer
+        # Releases not yet acknowledged count too: a slow Kafka must not let
+        # them pile up in the producer.
+        return len(state.held) + state.releasing >= self.delay_buffer
 
     def __next__(self) -> MessageProxy | None:
         deadline = time.monotonic() + self.timeout
@@ -97,16 +119,62 @@ class DelayConsumer(KafkaConsumer):
             for record in self._consumer.consume(min(POLL_BATCH, self.delay_buffer), wait):
                 self._accept(record)
 
+    def _commit_position(self, state: PartitionState) -> TopicPartition | None:
+        position = state.offsets.position()
+        if position is None:
+            return None
+        offset, moved = position
+        metadata = encode_done_past(offset, moved)
+        while len(metadata) > MAX_METADATA:  # keep the oldest: they are read first
+            moved = moved[: len(moved) // 2]
+            metadata = encode_done_past(offset, moved)
+        if state.last_commit == (offset, metadata):
+            return None
+        state.last_commit = (offset, metadata)
+        return TopicPartition(self.topic, state.partition, offset, metadata=MOVED_PREFIX + metadata)
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is not None:
+            with self._lock:
+                for state in self._partitions.values():
+                    state.last_commit = None  # commit it again
+        super()._on_commit(error, partitions)
+
+    def _moved_earlier(self, partition: int) -> set[int]:
+        """The offsets an earlier owner moved past the committed one."""
+        try:
+            [committed] = self._consumer.committed([TopicPartition(self.topic, partition)], timeout=10)
+            metadata = committed.metadata or ""
+            if committed.offset < 0 or not metadata.startswith(MOVED_PREFIX):
+                return set()
+            return decode_done_past(committed.offset, metadata[len(MOVED_PREFIX) :])
+        except (KafkaException, ValueError) as e:
+            # Not fatal: those records are moved again (at least once).
+            self.logger.warning("Could not read what %s/%d moved already: %s", self.topic, partition, e)
+            return set()
+
     def _accept(self, record: KafkaRecord) -> None:
         if record.error() is not None:
             super()._accept(record)
             return
-        offset = record.offset() or 0
+        offset, partition = record.offset() or 0, record.partition() or 0
         with self._lock:
-            state = self._partitions.get(record.partition() or 0)
+            state = self._partitions.get(partition)
+            needs_moved = state is not None and state.moved is None
+        if needs_moved:
+            moved = self._moved_earlier(partition)
+            with self._lock:
+                if state is not None:
+                    state.moved = moved
+        with self._lock:
+            state = self._partitions.get(partition)
             if state is None:
                 return
             state.offsets.track(offset)
+            if state.moved and offset in state.moved:
+                state.moved.discard(offset)
+                self._finish(state, offset)
+                return
         try:
             message = decode_message(record.value(), self.queue_name)
         except DecodeError as e:

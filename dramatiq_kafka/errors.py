@@ -69,3 +69,12 @@ class ContextError(KafkaBrokerError, ValueError):
 
 class ContextTooLarge(ContextError):
     """The context carried into a job is larger than ``CurrentContext(max_bytes=...)``."""
+
+
+class AuthenticationError(KafkaConnectionError):
+    """Kafka refused the client's credentials (SASL) or its TLS handshake.
+
+    Raised by the worker at boot, by ``send`` and by ``flush`` as soon as
+    librdkafka reports the failure, rather than after a timeout: retrying
+    with the same settings cannot succeed.
+    """

@@ -9,8 +9,13 @@ contiguous run of finished ones.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import threading
+import zlib
 from collections import deque
+from collections.abc import Sequence
 
 
 class PartitionOffsets:
@@ -73,7 +78,89 @@ class PartitionOffsets:
                 return self._watermark
             return None
 
+    def position(self) -> tuple[int, list[int]] | None:
+        """Where the partition stands: the first unfinished offset (where a
+        new owner must start) and the offsets finished past it, sorted.
+        ``None`` before anything was tracked."""
+        with self._lock:
+            if self._outstanding:
+                return self._outstanding[0], sorted(self._done)
+            return (self._watermark, []) if self._watermark >= 0 else None
+
     def committed(self, offset: int) -> None:
         """Record that ``offset`` was committed for this partition."""
         with self._lock:
             self._committed = max(self._committed, offset)
+
+
+# -- offsets finished past a watermark, in commit metadata ----------------------------------------
+
+
+def encode_offsets(offsets: Sequence[int]) -> str:
+    """Sorted offsets as ranges: ``[5, 6, 7, 9]`` → ``"5-7,9"``."""
+    parts: list[str] = []
+    start = previous = None
+    for offset in offsets:
+        if previous is not None and offset == previous + 1:
+            previous = offset
+            continue
+        if start is not None:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = offset
+    if start is not None:
+        parts.append(str(start) if start == previous else f"{start}-{previous}")
+    return ",".join(parts)
+
+
+def decode_offsets(text: str) -> set[int]:
+    """The offsets of :func:`encode_offsets`' text.
+
+    Raises:
+      ValueError: When the text is not such ranges.
+    """
+    offsets: set[int] = set()
+    for part in filter(None, text.split(",")):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match is None:
+            raise ValueError(f"not an offset range: {part!r}")
+        start = int(match[1])
+        offsets.update(range(start, int(match[2] or start) + 1))
+    return offsets
+
+
+def encode_done_past(committed: int, offsets: Sequence[int]) -> str:
+    """Commit metadata listing sorted ``offsets`` finished past ``committed``
+    (dead letters replayed, delayed records moved):
+    ranges (``"5-7,9"``), or where shorter, a compressed bitmap of the
+    offsets after ``committed`` (``"z:<base64>"``) — interleaved offsets
+    take a bit each."""
+    ranges = encode_offsets(offsets)
+    if not offsets:
+        return ranges
+    bits = bytearray((offsets[-1] - committed - 1) // 8 + 1)
+    for offset in offsets:
+        index = offset - committed - 1
+        bits[index >> 3] |= 1 << (index & 7)
+    packed = "z:" + base64.b64encode(zlib.compress(bytes(bits), 9)).decode()
+    return min(ranges, packed, key=len)
+
+
+def decode_done_past(committed: int, text: str) -> set[int]:
+    """The offsets of :func:`encode_done_past`' text.
+
+    Raises:
+      ValueError: When the text is neither ranges nor a bitmap.
+    """
+    if not text.startswith("z:"):
+        return decode_offsets(text)
+    try:
+        bits = zlib.decompress(base64.b64decode(text[2:], validate=True))
+    except (binascii.Error, zlib.error) as e:
+        raise ValueError(f"not an offset bitmap: {e}") from None
+    return {
+        committed + 1 + 8 * index + bit
+        for index, byte in enumerate(bits)
+        if byte
+        for bit in range(8)
+        if byte >> bit & 1
+    }

@@ -77,9 +77,15 @@ class PartitionState:
         ``eta`` (delay topics only).
       releasing: Due delayed records sent to their queue and not yet
         acknowledged by Kafka (delay topics only).
+      moved: Offsets past the committed one that an earlier owner already
+        moved to the queue, read from the commit metadata (delay topics
+        only; ``None`` until read).
+      last_commit: The position and metadata last committed (delay topics).
       paused: Whether fetching is paused for this partition.
       revoked: Whether the partition was taken away (or the consumer
         closed): its jobs' acks no longer count.
+      owned: Whether it is still ours; a revoked partition stays ours for
+        the revocation's grace period, then its acks are ignored.
     """
 
     def __init__(self, partition: int) -> None:
@@ -95,8 +101,11 @@ class PartitionState:
         self.failing_offset: int | None = None
         self.held: list[HeldRecord] = []
         self.releasing = 0
+        self.moved: set[int] | None = None
+        self.last_commit: tuple[int, str] | None = None
         self.paused = False
         self.revoked = False
+        self.owned = True
 
     @property
     def blocked(self) -> bool:

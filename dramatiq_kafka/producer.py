@@ -19,7 +19,9 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from dramatiq.logging import get_logger
 
-from .errors import BufferFull, DeliveryError, DeliveryTimeout
+from .client_errors import ClientErrors
+from .errors import AuthenticationError, BufferFull, DeliveryError, DeliveryTimeout
+from .events import EVENTS
 from .wire import Headers, message_id_of
 
 #: Called with the delivery error (or ``None``) of one record.
@@ -38,6 +40,19 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 
 #: How many failed async deliveries are kept for ``flush()`` to report.
 MAX_REMEMBERED_FAILURES = 1000
+#: Seconds between two looks for an authentication failure while waiting.
+AUTH_CHECK_SLICE = 0.25
+#: librdkafka's default ``message.max.bytes``.
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+
+
+def record_size(value: bytes | None, key: bytes | None, headers: Headers | None) -> int:
+    """The bytes of a record as librdkafka counts them against ``message.max.bytes``."""
+    size = len(value or b"") + len(key or b"")
+    for name, header in headers or []:
+        size += len(name) + len(header or b"")
+    return size
+
 
 #: A sending thread serves the delivery reports waiting for it after this
 #: many sends.  Served there, with the GIL already held, a report costs a
@@ -61,7 +76,7 @@ class DeliveryReports:
         self.failed = 0
         self._failures: list[tuple[str, str]] = []
 
-    def record(self, message_id: str, error: KafkaError) -> None:
+    def record(self, message_id: str, error: KafkaError | str) -> None:
         with self._lock:
             self.failed += 1
             if len(self._failures) < MAX_REMEMBERED_FAILURES:
@@ -95,8 +110,8 @@ class ThreadSends:
     has those records, or a crash in between would lose them.
     """
 
-    def __init__(self, on_failure: Callable[[KafkaError, Message], None] | None = None) -> None:
-        self._on_failure = on_failure
+    def __init__(self, on_report: Callable[[KafkaError | None, Message], None] | None = None) -> None:
+        self._on_report = on_report
         # The delivery callback of every plain async send of this thread:
         # one bound method for all of them, where a closure per send cost an
         # allocation that lived until the report (and the GC's time).
@@ -124,8 +139,8 @@ class ThreadSends:
 
     def _delivered(self, error: KafkaError | None, record: Message) -> None:
         self.reported(error)
-        if error is not None and self._on_failure is not None:
-            self._on_failure(error, record)
+        if self._on_report is not None:
+            self._on_report(error, record)
 
     def wait(self, timeout: float) -> bool:
         """Whether every send was delivered within ``timeout`` seconds."""
@@ -154,6 +169,7 @@ class KafkaProducer:
         self._thread_sends = threading.local()
         # Shared by all threads; a lost increment only shifts a poll.
         self._sends_since_poll = 0
+        self.errors = ClientErrors(self.config, "producer")
 
     @property
     def producer(self) -> Producer:
@@ -163,7 +179,7 @@ class KafkaProducer:
             return producer
         with self._lock:
             if self._producer is None or self._pid != os.getpid():
-                self._producer = Producer(self.config, logger=self.logger)
+                self._producer = Producer({**self.config, "error_cb": self.errors}, logger=self.logger)
                 self._pid = os.getpid()
                 self._closed = threading.Event()
                 threading.Thread(
@@ -188,29 +204,43 @@ class KafkaProducer:
             # poll() re-raises what a callback raised; the caller must live on.
             self.logger.exception("A delivery callback failed.")
 
-    def _serve_until(self, done: Callable[[], bool], timeout: float) -> bool:
+    def _serve_until(
+        self, done: Callable[[], bool], timeout: float, check: Callable[[], None] | None = None
+    ) -> bool:
         """Serve delivery reports in this thread until ``done()``, at most
-        ``timeout`` seconds; return ``done()``."""
+        ``timeout`` seconds; return ``done()``.  ``check`` runs between
+        polls and may raise."""
         producer = self._producer
         deadline = time.monotonic() + timeout
         while not done():
+            if check is not None:
+                check()
             remaining = deadline - time.monotonic()
             if remaining <= 0 or producer is None:
                 return done()
             # Returns as soon as a report was served.
-            self._poll(producer, min(remaining, 0.05))
+            self._poll(producer, min(remaining, AUTH_CHECK_SLICE, 0.05))
         return True
 
     def _sends_of_this_thread(self) -> ThreadSends:
         sends: ThreadSends | None = getattr(self._thread_sends, "sends", None)
         if sends is None:
-            sends = self._thread_sends.sends = ThreadSends(self._async_send_failed)
+            sends = self._thread_sends.sends = ThreadSends(self._async_send_reported)
         return sends
 
-    def _async_send_failed(self, error: KafkaError, record: Message) -> None:
+    def _async_send_reported(self, error: KafkaError | None, record: Message) -> None:
+        if error is None:
+            if self.errors.failure is not None:  # its lock only when there is something to clear
+                self.errors.succeeded()
+            return
+        topic = record.topic() or ""
+        EVENTS.delivery_failed(topic)
         message_id = message_id_of(record.value())
-        self.reports.record(message_id, error)
-        self.logger.error("Failed to deliver message %s to %r: %s", message_id, record.topic(), error)
+        # A delivery report carries no headers: the size named for a record
+        # too large counts its value and key.
+        reason = self._describe(error, topic, record.value(), record.key(), None, local=False)
+        self.reports.record(message_id, reason)
+        self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, reason)
 
     def settle_thread_sends(self, timeout: float) -> bool:
         """Wait until the sends this thread made since the last call are
@@ -263,9 +293,14 @@ class KafkaProducer:
 
             def report(error: KafkaError | None, _record: Message) -> None:
                 sends.reported(error)
+                if error is None:
+                    self.errors.succeeded()
+                else:
+                    EVENTS.delivery_failed(topic)
                 if error is not None and not retried_by_caller:
-                    self.reports.record(message_id, error)
-                    self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, error)
+                    reason = self._describe(error, topic, value, key, headers, local=False)
+                    self.reports.record(message_id, reason)
+                    self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, reason)
                 if on_delivery is not None:
                     on_delivery(error)
 
@@ -287,11 +322,41 @@ class KafkaProducer:
             ) from None
         except KafkaException as e:
             sends.reported(e.args[0])
-            raise DeliveryError(f"Kafka refused message {message_id}: {e.args[0]}") from e
+            reason = self._describe(e.args[0], topic, value, key, headers, local=True)
+            raise DeliveryError(
+                f"Kafka refused message {message_id}: {reason}", [(message_id, reason)]
+            ) from e
+
         self._sends_since_poll += 1
         if self._sends_since_poll >= SENDS_PER_POLL:
             self._sends_since_poll = 0
             self._poll(producer, 0)
+
+    def _describe(
+        self,
+        error: KafkaError,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        *,
+        local: bool,
+    ) -> str:
+        """The reason of a failed send, in words for a record too large."""
+        if error.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+            return str(error)
+        size = record_size(value, key, headers)
+        if local:
+            limit = self.config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)
+            return (
+                f"the record is {size} bytes, more than the producer's message.max.bytes ({limit}) "
+                f"allows: {error}"
+            )
+        # Kafka judges batches: a small record shares the fate of a large one sent with it.
+        return (
+            f"topic {topic!r} refused the batch of this {size}-byte record as too large "
+            f"(see the topic's max.message.bytes): {error}"
+        )
 
     def send_all(self, records: list[OutgoingRecord], *, timeout: float | None = None) -> None:
         """Send records; with a ``timeout``, wait until Kafka acknowledged
@@ -302,6 +367,9 @@ class KafkaProducer:
           DeliveryTimeout: When the only failures are reports that did not
             come within ``timeout`` seconds (those records may still be
             delivered).
+          AuthenticationError: As soon as librdkafka reports that Kafka
+            refused the credentials, while records are still unacknowledged
+            (they stay queued until ``message.timeout.ms``).
         """
         if timeout is None:
             # Nothing to wait for: no condition, no callbacks (the common, hot case).
@@ -344,11 +412,15 @@ class KafkaProducer:
             with reported:
                 return len(outcomes) + len(failures) >= len(records)
 
-        self._serve_until(all_reported, timeout)
+        # Checked between reports: an authentication failure is no delivery report.
+        self._serve_until(all_reported, timeout, check=self.errors.check)
         with reported:
-            failures += [
-                (message_id, str(error)) for message_id, error in outcomes.items() if error is not None
-            ]
+            by_id = {record.message_id: record for record in records}
+            for message_id, error in outcomes.items():
+                if error is not None:
+                    r = by_id[message_id]
+                    reason = self._describe(error, r.topic, r.value, r.key, r.headers, local=False)
+                    failures.append((message_id, reason))
             unreported = [(r.message_id, "timeout") for r in records if r.message_id not in outcomes]
         if not failures and not unreported:
             return
@@ -365,11 +437,18 @@ class KafkaProducer:
         Raises:
           DeliveryError: Listing every async send that failed since the
             last flush, or the records still pending at the timeout.
+          AuthenticationError: When Kafka refuses the credentials while
+            records are pending.
         """
         producer = self._producer
         remaining = 0
         if producer is not None and self._pid == os.getpid():
-            remaining = producer.flush(self.flush_timeout if timeout is None else timeout)
+            deadline = time.monotonic() + (self.flush_timeout if timeout is None else timeout)
+            while True:
+                remaining = producer.flush(max(0.0, min(AUTH_CHECK_SLICE, deadline - time.monotonic())))
+                if not remaining or time.monotonic() >= deadline:
+                    break
+                self.errors.check()
         failures = self.reports.take()
         if failures or remaining:
             lines = [f"{message_id}: {reason}" for message_id, reason in failures]
@@ -381,7 +460,7 @@ class KafkaProducer:
         """Flush (logging what was not delivered) and stop serving reports."""
         try:
             self.flush(timeout)
-        except DeliveryError as e:
+        except (DeliveryError, AuthenticationError) as e:
             self.logger.error("%s", e)
         finally:
             self._closed.set()

@@ -21,6 +21,13 @@ MESSAGE_ID_HEADER = "dramatiq_message_id"
 Headers = list[tuple[str, str | bytes | None]]
 
 _REQUIRED_FIELDS = ("actor_name", "message_id")
+#: Options the broker and Dramatiq's middleware compute with: a record from
+#: another producer with the wrong type would fail far from its cause (in
+#: the consumer, not the job), so it is refused with a reason instead.
+_COUNT_OPTIONS = ("retries", "max_retries")
+_NUMBER_OPTIONS = ("min_backoff", "max_backoff", "time_limit", "max_age")
+#: Options that hold Python objects: no record can carry them.
+_CODE_OPTIONS = ("retry_when", "throws")
 _FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
 
 
@@ -85,6 +92,7 @@ def decode_message(value: bytes | None, queue_name: str) -> Message[Any]:
     ):
         if name in fields and not isinstance(fields[name], kind):
             raise DecodeError(f"The record's field {name!r} is not a JSON {json_name}.", value, None)
+    _check_options(fields.get("options", {}), value)
     fields["queue_name"] = queue_name
     fields["args"] = tuple(fields.get("args", ()))
     fields.setdefault("kwargs", {})
@@ -93,3 +101,30 @@ def decode_message(value: bytes | None, queue_name: str) -> Message[Any]:
         return Message(**fields)
     except TypeError as e:
         raise DecodeError(f"The record is not a Dramatiq message: {e}", value, e) from None
+
+
+def _check_options(options: dict[str, Any], value: bytes) -> None:
+    for name in _COUNT_OPTIONS:
+        option = options.get(name)
+        if option is not None and (isinstance(option, bool) or not isinstance(option, int) or option < 0):
+            raise DecodeError(f"The record's option {name!r} is {option!r}, not a count >= 0.", value, None)
+    for name in _NUMBER_OPTIONS:
+        option = options.get(name)
+        if option is not None and (
+            isinstance(option, bool) or not isinstance(option, int | float) or option < 0
+        ):
+            raise DecodeError(f"The record's option {name!r} is {option!r}, not a number >= 0.", value, None)
+    if options.get("retries", 0) is None:
+        raise DecodeError("The record's option 'retries' is null, not a count >= 0.", value, None)
+    exhausted = options.get("on_retry_exhausted")
+    if exhausted is not None and not isinstance(exhausted, str):
+        raise DecodeError(
+            f"The record's option 'on_retry_exhausted' is {exhausted!r}, not an actor name.", value, None
+        )
+    for name in _CODE_OPTIONS:
+        if name in options:
+            raise DecodeError(
+                f"The record sets the option {name!r}, which only an actor can set (it holds Python code).",
+                value,
+                None,
+            )

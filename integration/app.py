@@ -10,6 +10,9 @@ the worker's memory, so that a test can count executions after a
   APP_LEDGER                        directory of the ledger files
   APP_CONSUMER_CONFIG               extra librdkafka consumer settings (JSON)
   APP_MIN_BACKOFF                   the queue's first retry wait (ms)
+  APP_CLIENT_CONFIG                 librdkafka settings of every client (JSON: SASL...)
+
+A ledger line is ``event job_id partition offset unix_time``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ broker = KafkaBroker(
             min_backoff=int(os.environ.get("APP_MIN_BACKOFF", "1000")),
         )
     },
+    config=json.loads(os.environ.get("APP_CLIENT_CONFIG", "{}")),
     consumer_config=json.loads(os.environ.get("APP_CONSUMER_CONFIG", "{}")),
 )
 broker.add_middleware(CurrentMessage())
@@ -48,7 +52,7 @@ def ledger_write(line: str) -> None:
     if _ledger_fd is None:
         path = os.path.join(os.environ["APP_LEDGER"], f"{os.getpid()}.log")
         _ledger_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.write(_ledger_fd, (line + "\n").encode())
+    os.write(_ledger_fd, f"{line} {time.time():.3f}\n".encode())
 
 
 def where() -> str:

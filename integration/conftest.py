@@ -19,7 +19,14 @@ class App:
     """The test's side of ``integration/app.py``: same group, same queue."""
 
     def __init__(
-        self, bootstrap: str, name: str, ledger_dir: Path, log_dir: Path, partitions: int, **env: str
+        self,
+        bootstrap: str,
+        name: str,
+        ledger_dir: Path,
+        log_dir: Path,
+        partitions: int,
+        config: dict[str, Any] | None = None,
+        **env: str,
     ) -> None:
         self.queue = name
         self.group = f"group-{name}"
@@ -31,10 +38,13 @@ class App:
             "APP_QUEUE": name,
             "APP_PARTITIONS": str(partitions),
             "APP_LEDGER": str(ledger_dir),
+            "APP_CLIENT_CONFIG": json.dumps(config or {}),
             **env,
         }
+        self.config = dict(config or {})
         self.broker = KafkaBroker(
             bootstrap_servers=bootstrap,
+            config=self.config,
             group_id=self.group,
             queues={name: QueueConfig(partitions=partitions)},
         )
@@ -63,17 +73,34 @@ class App:
         return worker
 
     def committed_and_end(self) -> tuple[dict[int, int], dict[int, int]]:
-        return committed_and_end(self.broker.bootstrap_servers, self.group, self.queue)
+        return committed_and_end(self.broker.bootstrap_servers, self.group, self.queue, self.config)
 
 
 @pytest.fixture
 def make_app(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> Iterator[Callable[..., App]]:
-    """``make_app(partitions, **env)``: the app's queue, group and ledger for this test."""
+    """``make_app(partitions, *, bootstrap=..., config=..., **env)``: the app's queue, group
+    and ledger for this test; on the session's Kafka unless ``bootstrap`` names another."""
     apps: list[App] = []
 
-    def make(partitions: int = 12, **env: str) -> App:
+    def make(
+        partitions: int = 12,
+        *,
+        bootstrap: str | None = None,
+        config: dict[str, Any] | None = None,
+        **env: str,
+    ) -> App:
         (tmp_path / "ledger").mkdir()
-        apps.append(App(kafka_bootstrap, unique_name, tmp_path / "ledger", tmp_path, partitions, **env))
+        apps.append(
+            App(
+                bootstrap or kafka_bootstrap,
+                unique_name,
+                tmp_path / "ledger",
+                tmp_path,
+                partitions,
+                config,
+                **env,
+            )
+        )
         return apps[-1]
 
     yield make

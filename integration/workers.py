@@ -64,7 +64,7 @@ def ledger_lines(directory: Path, event: str = "done") -> list[tuple[str, int, i
     lines = []
     for path in sorted(directory.glob("*.log")):
         for line in path.read_text().splitlines():
-            name, job_id, partition, offset = line.split()
+            name, job_id, partition, offset = line.split()[:4]
             if name == event:
                 lines.append((path.stem, int(job_id), int(partition), int(offset)))
     return lines
@@ -73,3 +73,14 @@ def ledger_lines(directory: Path, event: str = "done") -> list[tuple[str, int, i
 def ledger(directory: Path, event: str = "done") -> Counter[int]:
     """How many times each job id reached ``event`` across all processes."""
     return Counter(job_id for _, job_id, _, _ in ledger_lines(directory, event))
+
+
+def ledger_times(directory: Path, event: str = "done") -> list[tuple[int, int, int, float]]:
+    """``(job id, partition, offset, unix time)`` of every ``event`` line, in time order."""
+    lines = []
+    for path in directory.glob("*.log"):
+        for line in path.read_text().splitlines():
+            name, job_id, partition, offset, at = line.split()
+            if name == event:
+                lines.append((int(job_id), int(partition), int(offset), float(at)))
+    return sorted(lines, key=lambda line: line[3])

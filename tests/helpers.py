@@ -6,6 +6,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -48,12 +49,17 @@ def read_topic(bootstrap: str, topic: str, *, count: int, timeout: float = 20.0)
         consumer.close()
 
 
-def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+def committed_and_end(
+    bootstrap: str, group: str, topic: str, config: dict[str, Any] | None = None
+) -> tuple[dict[int, int], dict[int, int]]:
     """The group's committed offsets and the end offsets of every partition.
 
     A partition where the group committed nothing counts as committed at 0.
+    ``config`` adds client settings (SASL...).
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer(
+        {**(config or {}), "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
     try:
         partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
         tps = [TopicPartition(topic, p) for p in partitions]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import dramatiq
 import pytest
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dramatiq_kafka import DeadLetter, KafkaBroker, QueueConfig
-from dramatiq_kafka.continuation import Continuation, ContinuationError, Step, continuable
+from dramatiq_kafka.continuation import Continuation, ContinuationError, Progress, Step, continuable
 from tests.helpers import run_worker, wait_for
 
 
@@ -25,6 +28,21 @@ def test_outside_a_kafka_worker_a_job_runs_straight_through() -> None:
 
     job(2)
     assert ran == ["a", "b0", "b1"]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["finished", "step", "cursor", "resumptions", "x"]), JSON))
+def test_progress_from_any_message_is_well_formed_and_round_trips(data: dict[str, object]) -> None:
+    progress = Progress.from_options({"continuation": data})
+    assert all(isinstance(name, str) for name in progress.finished)
+    assert progress.step is None or isinstance(progress.step, str)
+    assert Progress.from_options({"continuation": progress.as_option()}) == progress
 
 
 def test_mistakes_are_named() -> None:
@@ -47,13 +65,10 @@ def test_mistakes_are_named() -> None:
         continuable(resume_delay=-1)
 
 
-def test_a_stopped_job_resumes_after_its_delay(kafka_bootstrap: str, unique_name: str) -> None:
-    broker = KafkaBroker(
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"group-{unique_name}",
-        queues={unique_name: QueueConfig(partitions=1)},
-    )
-    dramatiq.set_broker(broker)
+def test_a_stopped_job_resumes_after_its_delay(
+    make_broker: Callable[..., KafkaBroker], unique_name: str
+) -> None:
+    broker = make_broker(partitions=1)
     ran: list[tuple[str, float]] = []
 
     def items(step: Step) -> None:
@@ -68,18 +83,15 @@ def test_a_stopped_job_resumes_after_its_delay(kafka_bootstrap: str, unique_name
         job.step("one", lambda step: ran.append(("one", time.time())))
         job.step("two", items)
 
-    try:
-        stepped.send()
-        worker = Worker(broker, worker_threads=1, worker_timeout=100)
-        worker.start()
-        wait_for(lambda: len(ran) >= 3)  # one, item0, item1
-        worker.stop()
-        stopped = time.time()
-        names = [name for name, _ in ran]
-        assert names[0] == "one" and names[-1] in ("item1", "item2")
-        run_worker(broker, unique_name, threads=1)
-    finally:
-        broker.close()
+    stepped.send()
+    worker = Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    wait_for(lambda: len(ran) >= 3)  # one, item0, item1
+    worker.stop()
+    stopped = time.time()
+    names = [name for name, _ in ran]
+    assert names[0] == "one" and names[-1] in ("item1", "item2")
+    run_worker(broker, unique_name, threads=1)
     names = [name for name, _ in ran]
     assert names == ["one", "item0", "item1", "item2", "item3", "item4"][: len(names)]
     assert len(names) == 6
@@ -112,9 +124,6 @@ def test_a_failed_run_retries_from_where_it_failed(kafka_bootstrap: str, unique_
         job.step("one", lambda step: ran.append("one"))
         job.step("two", items)
 
-    try:
-        stepped.send()
-        run_worker(broker, unique_name, threads=1)
-    finally:
-        broker.close()
+    stepped.send()
+    run_worker(broker, unique_name, threads=1)
     assert ran == ["one", "item0", "item1", "item2", "item2", "item3"]

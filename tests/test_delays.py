@@ -13,7 +13,7 @@ from dramatiq import Worker
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dramatiq_kafka import ConfigurationError, KafkaBroker, QueueConfig
+from dramatiq_kafka import ConfigurationError, KafkaBroker
 from dramatiq_kafka.delays import TIER_BOUNDS, TIERS, delay_partition, delay_tier, tier_partitions
 from tests.helpers import create_topic, read_topic, record_count, wait_for
 
@@ -42,30 +42,12 @@ def test_a_delay_goes_to_a_partition_of_its_tier() -> None:
     assert {delay_partition(3_000, 18) for _ in range(10)} == set(tier_partitions(1, 18))
 
 
-@pytest.fixture
-def make_broker(kafka_bootstrap: str, unique_name: str) -> Iterator[Callable[..., KafkaBroker]]:
-    brokers: list[KafkaBroker] = []
-
-    def make(**queue: object) -> KafkaBroker:
-        broker = KafkaBroker(
-            bootstrap_servers=kafka_bootstrap,
-            group_id=f"group-{unique_name}",
-            queues={unique_name: QueueConfig(**queue)},  # type: ignore[arg-type]
-        )
-        dramatiq.set_broker(broker)
-        brokers.append(broker)
-        return broker
-
-    yield make
-    for broker in brokers:
-        broker.close()
-
-
 def warm_up(stamp: dramatiq.Actor[..., None], starts: dict[str, float]) -> None:
     """Wait until the worker's consumers are assigned and fetching: a
     first delayed job runs."""
-    stamp.send_with_options(args=("warm-up",), delay=1)
-    wait_for(lambda: "warm-up" in starts, timeout=30)
+    name = f"warm-up-{len(starts)}"
+    stamp.send_with_options(args=(name,), delay=1)
+    wait_for(lambda: name in starts, timeout=30)
 
 
 @contextmanager
@@ -140,6 +122,8 @@ def test_a_bad_eta_fails_at_send(make_broker: Callable[..., KafkaBroker], unique
     stamp, _ = started_at(broker, unique_name)
     with pytest.raises(ConfigurationError, match="eta='tomorrow' must be milliseconds since the epoch"):
         stamp.send_with_options(args=("x",), eta="tomorrow")
+    with pytest.raises(ConfigurationError, match="has no time zone; give an aware datetime"):
+        stamp.send_with_options(args=("x",), eta=datetime(2030, 1, 1))
 
 
 def test_a_short_delay_is_not_held_up_by_many_long_ones(
@@ -176,3 +160,27 @@ def test_a_full_delay_buffer_pauses_its_partition(
     # them in memory: it waits, and nothing is committed past it.
     assert "soon" not in starts
     assert record_count(broker.bootstrap_servers, unique_name) == 1  # the warm-up job
+
+
+def test_jobs_moved_behind_a_long_delay_are_not_moved_again_by_the_next_worker(
+    make_broker: Callable[..., KafkaBroker], unique_name: str
+) -> None:
+    broker = make_broker(partitions=1)
+    create_topic(broker.bootstrap_servers, f"{unique_name}.DQ", 1)
+    stamp, starts = started_at(broker, unique_name)
+    runs: list[str] = []
+
+    @dramatiq.actor(queue_name=unique_name, actor_name="count")
+    def count(name: str) -> None:
+        runs.append(name)
+
+    with running(broker, stamp, starts):
+        count.send_with_options(args=("later",), delay=3_600_000)  # holds back the commit
+        for i in range(20):
+            count.send_with_options(args=(f"soon-{i}",), delay=300)
+        wait_for(lambda: len(runs) == 20)
+    # The delay topic's commit stays at the long delay, but its metadata
+    # tells the next worker which records behind it were moved already.
+    with running(broker, stamp, starts):
+        time.sleep(3)
+    assert sorted(runs) == sorted(f"soon-{i}" for i in range(20))

@@ -96,3 +96,23 @@ def test_concurrent_acks_reach_the_end() -> None:
         thread.join()
     assert offsets.watermark == 10_000
     assert offsets.unfinished == 0
+
+
+@given(fetched_and_ack_order(), st.data())
+def test_position_is_the_first_unfinished_offset_and_the_finished_past_it(
+    case: tuple[list[int], list[int]], data: st.DataObject
+) -> None:
+    fetched, acks = case
+    offsets = PartitionOffsets()
+    for offset in fetched:
+        offsets.track(offset)
+    done = set(acks[: data.draw(st.integers(min_value=0, max_value=len(acks)))])
+    for offset in done:
+        offsets.mark_done(offset)
+    position = offsets.position()
+    assert position is not None
+    unfinished = [offset for offset in fetched if offset not in done]
+    if unfinished:
+        assert position == (unfinished[0], sorted(o for o in done if o > unfinished[0]))
+    else:
+        assert position == (fetched[-1] + 1, [])

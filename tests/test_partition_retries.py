@@ -6,7 +6,7 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dramatiq
 import orjson
@@ -23,30 +23,9 @@ from confluent_kafka.admin import (
 from dramatiq import Worker
 from dramatiq.middleware import CurrentMessage
 
-from dramatiq_kafka import DeadLetter, KafkaBroker, QueueConfig
+from dramatiq_kafka import DeadLetter, KafkaBroker
 from dramatiq_kafka.wire import encode_message, message_headers
 from tests.helpers import committed_and_end, read_topic, record_count, run_worker, wait_for
-
-
-@pytest.fixture
-def make_broker(kafka_bootstrap: str, unique_name: str) -> Iterator[Callable[..., KafkaBroker]]:
-    brokers: list[KafkaBroker] = []
-
-    def make(**queue: object) -> KafkaBroker:
-        broker = KafkaBroker(
-            bootstrap_servers=kafka_bootstrap,
-            group_id=f"group-{unique_name}",
-            queues={unique_name: QueueConfig(**queue)},  # type: ignore[arg-type]
-            fail_fast_default=False,
-        )
-        broker.add_middleware(CurrentMessage())
-        dramatiq.set_broker(broker)
-        brokers.append(broker)
-        return broker
-
-    yield make
-    for broker in brokers:
-        broker.close()
 
 
 def test_a_job_that_fails_once_runs_again_as_the_same_record(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import dramatiq
 import orjson
@@ -21,20 +22,11 @@ def test_a_bad_retry_mode_fails_at_declaration() -> None:
 
 
 def test_a_job_that_always_fails_does_not_hold_up_its_partition(
-    kafka_bootstrap: str, unique_name: str
+    make_broker: Callable[..., KafkaBroker], kafka_bootstrap: str, unique_name: str
 ) -> None:
-    broker = KafkaBroker(
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"group-{unique_name}",
-        queues={
-            unique_name: QueueConfig(
-                partitions=1, retry_mode="requeue", min_backoff=1500, dead_letter=DeadLetter(max_retries=2)
-            )
-        },
-        fail_fast_default=False,
+    broker = make_broker(
+        partitions=1, retry_mode="requeue", min_backoff=1500, dead_letter=DeadLetter(max_retries=2)
     )
-    broker.add_middleware(CurrentMessage())
-    dramatiq.set_broker(broker)
     attempts: list[tuple[int, float]] = []
     done: dict[int, float] = {}
 
@@ -49,13 +41,10 @@ def test_a_job_that_always_fails_does_not_hold_up_its_partition(
     def good(i: int) -> None:
         done[i] = time.time()
 
-    try:
-        poison.send()
-        for i in range(5):
-            good.send(i)
-        run_worker(broker, unique_name, threads=2)
-    finally:
-        broker.close()
+    poison.send()
+    for i in range(5):
+        good.send(i)
+    run_worker(broker, unique_name, threads=2)
 
     # The jobs behind it ran before its first retry, not after its backoff.
     assert sorted(done) == [0, 1, 2, 3, 4]

@@ -50,3 +50,61 @@ def test_arbitrary_bytes_either_decode_or_raise_decode_error(value: bytes) -> No
         decode_message(value, "q")
     except DecodeError:
         pass
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"retries": None}, "'retries' is null"),
+        ({"retries": "1"}, "'retries' is '1', not a count"),
+        ({"retries": True}, "'retries' is True"),
+        ({"max_retries": -1}, "'max_retries' is -1"),
+        ({"min_backoff": [1]}, "'min_backoff' is \\[1\\], not a number"),
+        ({"time_limit": "soon"}, "'time_limit' is 'soon'"),
+        ({"on_retry_exhausted": 5}, "'on_retry_exhausted' is 5, not an actor name"),
+        ({"retry_when": None}, "option 'retry_when', which only an actor can set"),
+        ({"throws": "ValueError"}, "option 'throws'"),
+    ],
+)
+def test_options_the_broker_computes_with_must_have_their_type(
+    options: dict[str, object], reason: str
+) -> None:
+    value = orjson.dumps({"actor_name": "a", "message_id": "m", "options": options})
+    with pytest.raises(DecodeError, match=reason):
+        decode_message(value, "q")
+
+
+def test_options_of_dramatiq_messages_pass() -> None:
+    options = {"retries": 2, "max_retries": None, "min_backoff": 10.5, "time_limit": 1000, "eta": 5, "x": "y"}
+    message = Message(queue_name="q", actor_name="a", args=(), kwargs={}, options=options)
+    assert decode_message(encode_message(message), "q").options == options
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"actor_name": st.text() | json_values, "message_id": st.text() | json_values},
+        optional={
+            "args": json_values,
+            "kwargs": json_values,
+            "options": st.dictionaries(
+                st.sampled_from(["retries", "max_retries", "min_backoff", "on_retry_exhausted", "throws"])
+                | st.text(),
+                json_values,
+            ),
+            "message_timestamp": json_values,
+        },
+    )
+)
+def test_any_json_object_either_decodes_or_raises_decode_error(data: dict[str, object]) -> None:
+    try:
+        message = decode_message(orjson.dumps(data), "q")
+    except DecodeError:
+        return
+    assert isinstance(message.args, tuple) and isinstance(message.options, dict)

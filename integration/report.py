@@ -1,0 +1,149 @@
+"""Write ``docs/reliability.md`` from the figures the fault tests recorded.
+
+    python integration/report.py [RESULTS_DIR] [OUTPUT]
+
+Defaults: ``$FAULT_RESULTS_DIR`` or ``.fault-results/``, and
+``docs/reliability.md``.  ``make faults`` runs the fault scenarios at full
+size and then this script; ``make reliability`` only this script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HEADER = """\
+# Reliability under faults
+
+Every job of these runs has an id, and every execution is appended to a ledger file of its
+worker process (`integration/app.py`: one `write()` per line, so a `kill -9` cannot leave half a
+line), outside the worker's memory. After the fault, the test waits until the consumer group has
+committed every record, then counts from the ledgers:
+
+- **sent**: jobs whose enqueue succeeded (a sync send that returned, an async send whose delivery
+  was acknowledged);
+- **executed**: distinct sent jobs that ran to the end at least once;
+- **lost**: sent jobs that never ran to the end (must be 0: every test asserts it);
+- **duplicates**: runs beyond the first, with the bound the test asserts;
+- **recovery**: how long the jobs took to flow again after the fault (each scenario says from
+  when to when).
+
+The workers are `dramatiq integration.app` subprocesses (8 threads unless said), against a real
+Kafka 4.1.2 started by `scripts/localkafka.py`, on the 2-core machine that also runs other work:
+times are indicative. `make test` runs each scenario once at its default size (5,000 jobs for the
+job-count scenarios); `make faults` runs them with `FAULT_JOBS=20000` (the issue's figure).
+
+Regenerate this file with the figures of the last runs:
+
+```bash
+make faults                 # runs the fault suite at full size, then writes this file
+make reliability            # only writes this file, from .fault-results/*.json
+```
+
+The tests: `integration/test_fault_*.py`.
+"""
+
+FOOTER = """\
+## What the scenarios found
+
+- **A dead letter too large to copy blocked its partition forever.** A record the topic accepts but
+  the worker's producer (`message.max.bytes`, 1 MB by default) or the dead-letter topic does not
+  (a 2 MiB value, 1.5 MB of headers) could never be written to the dead-letter topic, and the
+  writer retried it forever: the partition's later jobs never ran. Now a write refused for its
+  size is written once more without the value and without the original headers over 1 KiB, with
+  a `dead_letter_omitted` header saying what was left out and where the original is
+  (`source_topic`/`source_partition`@`source_offset`, until the topic's retention deletes it).
+- **A record with a mistyped option crashed the consumer in a loop.** `"options": {"retries":
+  null}` (or a string `max_retries`, a number as `retry_when`...) written by another producer
+  made the consumer thread raise while dead-lettering it, restart, fetch the same record and raise
+  again. The options the broker and Dramatiq compute with are now checked when a record is decoded,
+  and a record with a wrong one is dead-lettered with the reason (`The record's option 'retries' is
+  None, not a count >= 0.`). An `on_retry_exhausted` naming no known actor is refused the same way.
+- **Wrong SASL credentials looked like an unreachable Kafka**, after a 10 s timeout. The clients now
+  listen to librdkafka's `error_cb`: the worker exits (code 3) and a send raises
+  `AuthenticationError: Kafka authentication failed at ...` within about a second (see
+  `docs/security.md`).
+- **`join()` failed right after a broker start** with `NOT_COORDINATOR` while the group
+  coordinator loaded; it now asks again until its timeout.
+- Recovery after a worker's `kill -9`, and after a restart of the only node, is bounded by the
+  consumer's `session.timeout.ms` (45 s by default): the group waits for the dead member's
+  session to expire before it hands its partitions on. The runs use 6-10 s; with the default,
+  expect up to 45 s.
+"""
+
+
+def load(directory: Path) -> list[dict[str, Any]]:
+    results = [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
+    return sorted(results, key=lambda r: (r["scenario"], r["size"]))
+
+
+def seconds(value: float | None, bound: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f} s" + (f" (≤ {bound:g} s)" if bound is not None else "")
+
+
+def label(run: dict[str, Any]) -> str:
+    """Which run: the default size is ``make test``'s."""
+    return "make test" if run["size"] == 5000 else f"FAULT_JOBS={run['size']}"
+
+
+def section(runs: list[dict[str, Any]]) -> str:
+    first = runs[0]
+    number, _, _ = first["scenario"].partition("-")
+    lines = [
+        f"## {number}. {first['title'][0].upper()}{first['title'][1:]}",
+        "",
+        "| run | fault | sent | executed | lost | duplicates (bound) | recovery (bound) | recorded |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for run in runs:
+        count = run["count"]
+        bound = run.get("duplicate_bound")
+        size = label(run)
+        lines.append(
+            f"| {size} | {run['fault']} | {count['sent']:,} | {count['executed']:,} | {count['lost']} | "
+            f"{count['duplicates']}{f' (≤ {bound})' if bound is not None else ''} | "
+            f"{seconds(run.get('recovery_seconds'), run.get('recovery_bound'))} | "
+            f"{run['recorded_at']} |"
+        )
+    lines.append("")
+    for run in runs:
+        if run.get("notes"):
+            lines.append(f"- {label(run)}: {run['notes']}.")
+    return "\n".join(lines) + "\n"
+
+
+def render(results: list[dict[str, Any]]) -> str:
+    by_scenario: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        by_scenario.setdefault(result["scenario"], []).append(result)
+    parts = [HEADER]
+    if not by_scenario:
+        parts.append("No results recorded yet: run `make faults`.\n")
+    parts += [section(runs) for _, runs in sorted(by_scenario.items())]
+    parts.append(FOOTER)
+    return "\n".join(parts)
+
+
+def main(argv: list[str]) -> int:
+    directory = (
+        Path(argv[1])
+        if len(argv) > 1
+        else Path(os.environ.get("FAULT_RESULTS_DIR") or ROOT / ".fault-results")
+    )
+    output = Path(argv[2]) if len(argv) > 2 else ROOT / "docs" / "reliability.md"
+    results = load(directory)
+    output.write_text(render(results))
+    lost = sum(r["count"]["lost"] for r in results)
+    print(f"wrote {output} from {len(results)} run(s) in {directory}; lost jobs: {lost}")
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

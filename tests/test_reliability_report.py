@@ -1,0 +1,38 @@
+"""docs/reliability.md is rendered from the recorded figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from integration.report import main
+
+
+def test_the_report_has_a_table_per_scenario_and_fails_on_a_lost_job(tmp_path: Path) -> None:
+    results, output = tmp_path / "results", tmp_path / "reliability.md"
+    results.mkdir()
+    base = {
+        "title": "kill -9 of the worker",
+        "fault": "SIGKILL",
+        "duplicate_bound": 396,
+        "recovery_seconds": 7.25,
+        "recovery_bound": None,
+        "notes": "restarted each time",
+        "recorded_at": "2026-12-01 12:00:00 UTC",
+    }
+    counts = {"sent": 20000, "executed": 20000, "lost": 0, "duplicates": 12, "unconfirmed": 0}
+    for size in (5000, 20000):
+        row = {**base, "scenario": "1-worker-kill", "size": size, "count": {**counts, "sent": size}}
+        (results / f"1-worker-kill-{size}.json").write_text(json.dumps(row))
+    assert main(["report", str(results), str(output)]) == 0
+    text = output.read_text()
+    assert "## 1. Kill -9 of the worker" in text
+    assert (
+        "| make test | SIGKILL | 5,000 | 20,000 | 0 | 12 (≤ 396) | 7.2 s | 2026-12-01 12:00:00 UTC |" in text
+    )
+    assert "| FAULT_JOBS=20000 | SIGKILL | 20,000 |" in text
+    assert "make faults" in text
+
+    lost = {**base, "scenario": "2-x", "size": 5000, "count": {**counts, "lost": 1}}
+    (results / "2-x-5000.json").write_text(json.dumps(lost))
+    assert main(["report", str(results), str(output)]) == 1
