@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup kafka demo test unit lint faults reliability bench clean
+.PHONY: setup kafka demo test unit lint bench faults reliability clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ lint: setup
 test: setup kafka lint
 	$(PY) -m pytest
 
+# Side-by-side figures into docs/performance.md and docs/performance.png (~15 min;
+# installs Debian's redis-server and rabbitmq-server when missing, needs root).
+bench: setup kafka
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
 # The fault scenarios at full size (FAULT_JOBS jobs where the issue counts jobs), then
 # docs/reliability.md from their figures. `make test` runs them too, at 5,000 jobs.
 FAULT_JOBS ?= 20000
@@ -36,10 +41,6 @@ faults: setup kafka
 
 reliability: setup
 	$(PY) integration/report.py
-# Side-by-side figures into docs/performance.md and docs/performance.png (~15 min;
-# installs Debian's redis-server and rabbitmq-server when missing, needs root).
-bench: setup kafka
-	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 unit: setup
 	$(PY) -m pytest tests -m "not slow"

@@ -71,8 +71,6 @@ class ClientErrors:
 
     def succeeded(self) -> None:
         """A request went through: the credentials work (again)."""
-        if self._failure is None and not self._logged:  # the common case, on every delivery
-            return
         with self._lock:
             self._failure = None
             self._logged = False

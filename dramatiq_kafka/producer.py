@@ -22,7 +22,7 @@ from dramatiq.logging import get_logger
 from .client_errors import ClientErrors
 from .errors import AuthenticationError, BufferFull, DeliveryError, DeliveryTimeout
 from .events import EVENTS
-from .wire import Headers, headers_of, message_id_of
+from .wire import Headers, message_id_of
 
 #: Called with the delivery error (or ``None``) of one record.
 DeliveryCallback = Callable[[KafkaError | None], None]
@@ -110,13 +110,8 @@ class ThreadSends:
     has those records, or a crash in between would lose them.
     """
 
-    def __init__(
-        self,
-        on_failure: Callable[[KafkaError, Message], None] | None = None,
-        on_success: Callable[[], None] | None = None,
-    ) -> None:
-        self._on_failure = on_failure
-        self._on_success = on_success
+    def __init__(self, on_report: Callable[[KafkaError | None, Message], None] | None = None) -> None:
+        self._on_report = on_report
         # The delivery callback of every plain async send of this thread:
         # one bound method for all of them, where a closure per send cost an
         # allocation that lived until the report (and the GC's time).
@@ -144,11 +139,8 @@ class ThreadSends:
 
     def _delivered(self, error: KafkaError | None, record: Message) -> None:
         self.reported(error)
-        if error is None:
-            if self._on_success is not None:
-                self._on_success()
-        elif self._on_failure is not None:
-            self._on_failure(error, record)
+        if self._on_report is not None:
+            self._on_report(error, record)
 
     def wait(self, timeout: float) -> bool:
         """Whether every send was delivered within ``timeout`` seconds."""
@@ -175,9 +167,9 @@ class KafkaProducer:
         self._producer: Producer | None = None
         self._closed = threading.Event()
         self._thread_sends = threading.local()
-        self.errors = ClientErrors(self.config, "producer")
         # Shared by all threads; a lost increment only shifts a poll.
         self._sends_since_poll = 0
+        self.errors = ClientErrors(self.config, "producer")
 
     @property
     def producer(self) -> Producer:
@@ -213,10 +205,11 @@ class KafkaProducer:
             self.logger.exception("A delivery callback failed.")
 
     def _serve_until(
-        self, done: Callable[[], bool], timeout: float, *, check: Callable[[], None] | None = None
+        self, done: Callable[[], bool], timeout: float, check: Callable[[], None] | None = None
     ) -> bool:
         """Serve delivery reports in this thread until ``done()``, at most
-        ``timeout`` seconds, calling ``check()`` between polls; return ``done()``."""
+        ``timeout`` seconds; return ``done()``.  ``check`` runs between
+        polls and may raise."""
         producer = self._producer
         deadline = time.monotonic() + timeout
         while not done():
@@ -226,19 +219,26 @@ class KafkaProducer:
             if remaining <= 0 or producer is None:
                 return done()
             # Returns as soon as a report was served.
-            self._poll(producer, min(remaining, 0.05))
+            self._poll(producer, min(remaining, AUTH_CHECK_SLICE, 0.05))
         return True
 
     def _sends_of_this_thread(self) -> ThreadSends:
         sends: ThreadSends | None = getattr(self._thread_sends, "sends", None)
         if sends is None:
-            sends = self._thread_sends.sends = ThreadSends(self._async_send_failed, self.errors.succeeded)
+            sends = self._thread_sends.sends = ThreadSends(self._async_send_reported)
         return sends
 
-    def _async_send_failed(self, error: KafkaError, record: Message) -> None:
-        message_id, topic = message_id_of(record.value()), str(record.topic())
+    def _async_send_reported(self, error: KafkaError | None, record: Message) -> None:
+        if error is None:
+            if self.errors.failure is not None:  # its lock only when there is something to clear
+                self.errors.succeeded()
+            return
+        topic = record.topic() or ""
         EVENTS.delivery_failed(topic)
-        reason = self._describe(error, topic, record.value(), record.key(), headers_of(record), local=False)
+        message_id = message_id_of(record.value())
+        # A delivery report carries no headers: the size named for a record
+        # too large counts its value and key.
+        reason = self._describe(error, topic, record.value(), record.key(), None, local=False)
         self.reports.record(message_id, reason)
         self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, reason)
 
@@ -326,6 +326,7 @@ class KafkaProducer:
             raise DeliveryError(
                 f"Kafka refused message {message_id}: {reason}", [(message_id, reason)]
             ) from e
+
         self._sends_since_poll += 1
         if self._sends_since_poll >= SENDS_PER_POLL:
             self._sends_since_poll = 0
@@ -411,7 +412,7 @@ class KafkaProducer:
             with reported:
                 return len(outcomes) + len(failures) >= len(records)
 
-        # An authentication failure is no delivery report: look for it meanwhile.
+        # Checked between reports: an authentication failure is no delivery report.
         self._serve_until(all_reported, timeout, check=self.errors.check)
         with reported:
             by_id = {record.message_id: record for record in records}
