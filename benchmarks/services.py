@@ -77,6 +77,8 @@ class Server:
         self.name = name
         self.port = port
         self.log = workdir / f"{name}.log"
+        #: Servers stopped after this one.
+        self.companions: list[Server] = []
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 command,
@@ -89,6 +91,13 @@ class Server:
             )
 
     def stop(self) -> None:
+        try:
+            self._stop()
+        finally:
+            for companion in self.companions:
+                companion.stop()
+
+    def _stop(self) -> None:
         if self.proc.poll() is not None:
             return
         # The group of the process we started: rabbitmq-server's shell
@@ -147,9 +156,21 @@ def start_rabbitmq(workdir: Path) -> tuple[Server, str]:
         "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq"),
     }
     (home / "rabbitmq.conf").write_text("loopback_users.guest = true\n")
+    # Our own epmd in the foreground: the one Erlang would start daemonizes
+    # out of our process group and outlives the benchmark.
+    epmd = Server("epmd", [_epmd(), "-port", str(epmd_port), "-address", HOST], epmd_port, workdir, env)
+    wait_port(epmd_port, epmd.proc, 30, epmd.log)
     server = Server("rabbitmq", [str(RABBITMQ_SERVER)], port, workdir, env)
+    server.companions.append(epmd)
     wait_port(port, server.proc, 120, server.log)
     return server, f"amqp://guest:guest@{HOST}:{port}/%2F"
+
+
+def _epmd() -> str:
+    found = shutil.which("epmd") or next(iter(sorted(Path("/usr/lib/erlang").glob("erts-*/bin/epmd"))), None)
+    if found is None:
+        raise ServiceError("epmd (Erlang) not found; is rabbitmq-server installed?")
+    return str(found)
 
 
 def legacy_python(root: Path, dramatiq_version: str) -> Path:
