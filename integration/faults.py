@@ -22,8 +22,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dramatiq_kafka import DeliveryError
 from integration.conftest import App
-from integration.workers import ROOT, ledger, ledger_times
+from integration.workers import ROOT, CliWorker, ledger, ledger_times
 
 RESULTS_ENV = "FAULT_RESULTS_DIR"
 JOBS_ENV = "FAULT_JOBS"
@@ -170,6 +171,29 @@ class Traffic(threading.Thread):
             if job_id is not None and job_id in self.sent_at:
                 del self.sent_at[job_id]
                 self.failed[job_id] = reason
+
+
+def drain_traffic(
+    app: App, senders: list[Traffic], worker: CliWorker, *, async_sender: Traffic, sent_before: int
+) -> Count:
+    """Stop the senders, wait until the group committed every job, stop the
+    worker (which must have stayed up), and count the jobs: the first
+    ``sent_before`` ids, sent before the traffic, and the senders'.
+
+    ``async_sender`` is the one whose undelivered async sends ``flush`` names.
+    """
+    for sender in senders:
+        sender.stop()
+    try:
+        app.broker.flush_producer(120)
+    except DeliveryError as e:
+        async_sender.undelivered(e.failures)
+    app.broker.join(app.queue, timeout=180_000)
+    assert worker.process.poll() is None, "the worker died:\n" + worker.output()
+    assert worker.terminate() == 0, worker.output()
+    sent = set(range(sent_before)).union(*(s.sent_at for s in senders))
+    failed = set().union(*(s.failed for s in senders))
+    return count(app.ledger_dir, sent, failed)
 
 
 def first_done_after(ledger_dir: Path, moment: float, jobs: Iterable[int]) -> float | None:

@@ -12,9 +12,8 @@ from typing import Any
 import localkafka  # scripts/, on the path from the root conftest
 import pytest
 
-from dramatiq_kafka import DeliveryError
 from integration.conftest import App
-from integration.faults import Result, Traffic, count, first_done_after, record
+from integration.faults import Result, Traffic, drain_traffic, first_done_after, record
 from integration.workers import ledger, ledger_times
 from tests.helpers import wait_for
 
@@ -58,19 +57,7 @@ def test_kafka_killed_and_restarted_every_acknowledged_job_runs(
     node.wait_ready()
     back = time.time()
     time.sleep(8)
-    for sender in senders:
-        sender.stop()
-    try:
-        app.broker.flush_producer(120)
-    except DeliveryError as e:
-        senders[1].undelivered(e.failures)
-    app.broker.join(app.queue, timeout=180_000)
-    assert worker.process.poll() is None, "the worker died:\n" + worker.output()
-    assert worker.terminate() == 0, worker.output()
-
-    sent = set(range(200)).union(*(s.sent_at for s in senders))
-    failed = set().union(*(s.failed for s in senders))
-    counted = count(app.ledger_dir, sent, failed)
+    counted = drain_traffic(app, senders, worker, async_sender=senders[1], sent_before=200)
     after_restart = [job for s in senders for job, at in s.sent_at.items() if at >= back]
     recovery = first_done_after(app.ledger_dir, back, after_restart)
     # Jobs that finished while the node was away could not be committed: they
