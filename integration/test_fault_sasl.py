@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -53,12 +52,7 @@ def test_the_right_credentials_run_1000_jobs_exactly_once(
 ) -> None:
     app = make_app(12, bootstrap=sasl_kafka.sasl_bootstrap_servers, config=sasl_config(sasl_kafka))
     first, second = app.start_worker(threads=8), app.start_worker(threads=8)
-    wait_for(
-        lambda: all(
-            re.search(rf"Assigned partitions \[\d.* of '{app.queue}'", w.output()) for w in (first, second)
-        ),
-        timeout=60,
-    )
+    wait_for(lambda: first.assigned(app.queue) and second.assigned(app.queue), timeout=60)
     app.send(1000, seconds=0.002)
     app.broker.join(app.queue, timeout=120_000)
     assert first.terminate() == 0, first.output()

@@ -12,14 +12,10 @@ from confluent_kafka import Producer
 
 from dramatiq_kafka.wire import encode_message, message_headers
 from integration.conftest import App
-from integration.workers import CliWorker, ledger, ledger_lines
+from integration.workers import ledger, ledger_lines
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def assigned(worker: CliWorker, queue: str) -> bool:
-    return re.search(rf"Assigned partitions \[\d.* of '{queue}'", worker.output()) is not None
 
 
 def test_sigterm_finishes_the_running_job_and_leaves_the_next_for_the_restart(
@@ -82,7 +78,7 @@ def test_a_joining_worker_starts_after_the_committed_offsets_and_takes_some_part
 ) -> None:
     app = make_app(partitions=10)
     first = app.start_worker(threads=4)
-    wait_for(lambda: assigned(first, app.queue), timeout=60)
+    wait_for(lambda: first.assigned(app.queue), timeout=60)
     sending = threading.Event()
     sent: list[int] = []
 
@@ -99,7 +95,7 @@ def test_a_joining_worker_starts_after_the_committed_offsets_and_takes_some_part
         # Ledger files are per worker process: the joiner's is the new one.
         before = {path.stem for path in app.ledger_dir.glob("*.log")}
         second = app.start_worker(threads=4)
-        wait_for(lambda: assigned(second, app.queue), timeout=60)
+        wait_for(lambda: second.assigned(app.queue), timeout=60)
         time.sleep(4)
     finally:
         sending.set()
@@ -132,7 +128,7 @@ def test_a_long_job_sees_its_partition_revoked_and_its_ack_commits_nothing(
 ) -> None:
     app = make_app(partitions=2)
     first = app.start_worker(threads=2)
-    wait_for(lambda: assigned(first, app.queue), timeout=60)
+    wait_for(lambda: first.assigned(app.queue), timeout=60)
     producer = Producer({"bootstrap.servers": app.broker.bootstrap_servers})
     for partition in range(2):  # one job per partition
         message = app.patient.message(partition, 20.0)

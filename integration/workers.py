@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,6 +58,10 @@ class CliWorker:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def assigned(self, queue: str) -> bool:
+        """Whether the worker's consumer of ``queue`` holds partitions."""
+        return re.search(rf"Assigned partitions \[\d.* of '{re.escape(queue)}'", self.output()) is not None
 
 
 def ledger_lines(directory: Path, event: str = "done") -> list[tuple[str, int, int, int]]:
