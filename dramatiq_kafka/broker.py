@@ -21,7 +21,7 @@ from .config import DeadLetter, QueueConfig, Unset
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
 from .delays import TIERS, DelayConsumer, delay_partition
-from .errors import ConfigurationError
+from .errors import ConfigurationError, without_traceback
 from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders, Revocation
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer, OutgoingRecord
@@ -31,6 +31,9 @@ from .wire import encode_message, message_headers
 
 #: Dead letters go to ``{queue}.XQ`` after the default number of retries.
 DEFAULT_DEAD_LETTER = DeadLetter()
+
+#: Dead-lettered errors kept per queue for ``join(fail_fast=True)``.
+MAX_REMEMBERED_FAILURES = 100
 
 #: Where the broker looks for Kafka when ``bootstrap_servers`` is not given.
 BOOTSTRAP_SERVERS_ENV = "DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS"
@@ -383,11 +386,14 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             return f"The option on_retry_exhausted names no known actor ({exhausted!r})."
         return None
 
-    def _remember_failure(self, message: MessageProxy) -> None:
-        # Keep the exception itself: the worker clears it from the message.
-        error = message._exception or Exception(f"Message {message.message_id} failed with an unknown error")
-        self.failures_by_queue.setdefault(q_name(message.queue_name), []).append(error)
-        if isinstance(message, KafkaMessageProxy) and message.failures and not message.failed:
+    def _remember_failure(self, message: KafkaMessageProxy, exhausted: bool) -> None:
+        """A job was dead-lettered: keep its error for ``join(fail_fast=True)``
+        and tell its ``on_retry_exhausted`` actor when it used up its retries."""
+        errors = self.failures_by_queue.setdefault(q_name(message.queue_name), [])
+        if len(errors) < MAX_REMEMBERED_FAILURES:
+            # Only the first is raised; none keeps its traceback's frames alive.
+            errors.append(without_traceback(getattr(message, "_exception", None), message.message_id))
+        if exhausted and message.failures:
             policy = self.retry_policy(message)
             if policy.on_exhausted:
                 retries = {"retries": message.failures - 1, "max_retries": policy.max_retries}

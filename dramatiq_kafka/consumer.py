@@ -1,20 +1,20 @@
-"""The Dramatiq consumer of one queue's topic.
+"""The Dramatiq consumer of one queue's topic: Kafka's side of the partition state machine.
 
 The thread that iterates it (Dramatiq's ``ConsumerThread``) polls Kafka on
 every call, whatever the jobs are doing: the group membership never depends
-on how long a job runs.  Brakes (a full buffer, a partition waiting for a
-retry or a dead letter) are applied with ``pause()``/``resume()`` per
-partition, never by not polling.
-
-A failed job is retried in place: its partition starts no other job, waits
-out the backoff, and runs the same record again; after its retries it goes
-to the dead-letter topic.
+on how long a job runs.  What may start, wait or commit is decided by the
+Kafka-free :class:`~dramatiq_kafka.scheduling.Scheduler`; this module feeds
+it Kafka's events (records fetched, partitions assigned and revoked, delivery
+reports) and Dramatiq's (acks and nacks), and carries out what it decides:
+pausing and resuming fetching, handing out messages, writing dead letters,
+committing.  What becomes of a failed run is decided in ``outcomes.py``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,9 +30,11 @@ from .client_errors import ClientErrors
 from .dead_letters import DeadLetterWriter
 from .errors import DeliveryError, KafkaConnectionError
 from .events import EVENTS
-from .partitions import KafkaMessageProxy, PartitionState
-from .producer import KafkaProducer
+from .outcomes import Requeue, RetryInPlace, ToDeadLetters, decide, is_failure
+from .partitions import KafkaMessageProxy
+from .producer import KafkaProducer, ThreadSends
 from .retries import RetryPolicy
+from .scheduling import Job, JobState, PartitionSchedule, Scheduler
 from .wire import decode_message
 
 #: Settings every worker consumer gets; the user's config may override them.
@@ -64,6 +66,11 @@ CLASSIC_GROUP_DEFAULTS: dict[str, Any] = {
 POLL_SLICE = 0.1
 #: The most records fetched by one poll.
 POLL_BATCH = 500
+#: Seconds before a refused dead letter is written again, doubling up to the cap.
+DEAD_LETTER_BACKOFF = 1.0
+DEAD_LETTER_MAX_BACKOFF = 60.0
+#: Seconds before a job whose ack itself failed (a bug, a broken hook) runs again.
+ACK_ERROR_BACKOFF = 1.0
 
 #: Decides how a failed message is retried.
 RetryPolicyFor = Callable[[MessageProxy], RetryPolicy]
@@ -78,8 +85,8 @@ class KafkaConsumer(Consumer):
       config(dict): librdkafka consumer settings, ``group.id`` included.
       prefetch(int): The most jobs running or waiting in the worker at once.
       timeout(int): Milliseconds ``__next__`` waits before returning ``None``.
-      producer(KafkaProducer): The process's producer: an ack waits until
-        the records its job enqueued are in Kafka.
+      producer(KafkaProducer): The process's producer: a job is finished
+        only once Kafka has the records it enqueued.
       dead_letters(DeadLetterWriter): Writes records that fail for good or
         cannot be decoded.
       dead_letter_topic(str): The topic they go to.
@@ -87,19 +94,24 @@ class KafkaConsumer(Consumer):
       refuse(callable): Why a decoded message is no job of this queue, or
         ``None``; a refused message is dead-lettered unrun.
       ordered(bool): Run one job per partition at a time.
-      settle_timeout(float): Seconds an ack waits for its job's sends.
+      settle_timeout(float): Seconds ``close`` waits for dead letters and
+        sends still in flight.
       commit_interval(float): Seconds between asynchronous commits.
       commit_every(int): Commit sooner once this many jobs finished, so a
         crash repeats at most this many finished jobs (plus those that
         finished behind a job still running).
       revoke_grace(float): Seconds a revocation waits for the partitions'
         running jobs to finish (and be committed) before letting them go.
-      on_dead_letter(callable): Called with each dead-lettered message.
+      on_dead_letter(callable): Called with each dead-lettered message and
+        whether it had used up its retries.
       retry_mode(str): ``"pause"`` retries a failed job in place;
         ``"requeue"`` hands it to ``send_retry`` and moves on.
       send_retry(callable): Sends a failed message again, with a delay in
         milliseconds (``retry_mode="requeue"``).
     """
+
+    #: The per-partition state this consumer keeps.
+    schedule_type: type[PartitionSchedule] = PartitionSchedule
 
     def __init__(
         self,
@@ -119,7 +131,7 @@ class KafkaConsumer(Consumer):
         commit_interval: float = 0.5,
         commit_every: int = 100,
         revoke_grace: float = 5.0,
-        on_dead_letter: Callable[[MessageProxy], None] | None = None,
+        on_dead_letter: Callable[[KafkaMessageProxy, bool], None] | None = None,
         retry_mode: str = "pause",
         send_retry: Callable[[KafkaMessageProxy, int], object] | None = None,
     ) -> None:
@@ -129,10 +141,6 @@ class KafkaConsumer(Consumer):
         self.prefetch = max(prefetch, 1)
         # Fetched records kept ready, in all: polls take no more than this.
         self.buffer_low = max(self.prefetch, POLL_BATCH // 2)
-        # A partition whose jobs cannot start (every slot held by long jobs)
-        # still gets a record per poll; past this its fetching is paused.
-        # High, because each resume costs a fetch round (fetch.wait.max.ms).
-        self.partition_buffer = max(4 * self.prefetch, 1000)
         self.timeout = timeout / 1000
         self.producer = producer
         self.dead_letters = dead_letters
@@ -148,11 +156,19 @@ class KafkaConsumer(Consumer):
         self.retry_mode = retry_mode
         self.send_retry = send_retry
 
-        # Guards the partition table and every PartitionState: acks arrive
-        # from worker threads, rebalance callbacks run on the polling thread.
+        # Guards the scheduler: acks arrive from worker threads, delivery
+        # reports from the producer's thread, rebalance callbacks run on the
+        # polling thread.
         self._lock = threading.Lock()
-        self._partitions: dict[int, PartitionState] = {}
-        self._cursor = 0
+        self._scheduler = Scheduler(
+            limit=self.prefetch,
+            ordered=ordered,
+            # A partition whose jobs cannot start (every slot held by long
+            # jobs) still gets a record per poll; past this its fetching is
+            # paused.  High, because each resume costs a fetch round.
+            buffer_limit=self.partition_buffer(),
+            schedule_type=self.schedule_type,
+        )
         # Notified whenever a job ends: a slot or a key may be free again.
         self._room = threading.Condition()
         self._finished_since_commit = 0
@@ -176,7 +192,18 @@ class KafkaConsumer(Consumer):
         """librdkafka settings of this consumer that the user's config may override."""
         return dict(CONSUMER_DEFAULTS)
 
+    def partition_buffer(self) -> int:
+        """Records buffered per partition past which its fetching pauses."""
+        return max(4 * self.prefetch, 1000)
+
+    @property
+    def _partitions(self) -> dict[int, PartitionSchedule]:
+        return self._scheduler.partitions
+
     # -- rebalance -----------------------------------------------------------------------------------
+
+    def _tps(self, partitions: Iterable[int]) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, partition) for partition in partitions]
 
     def _on_assign(self, consumer: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
         self.logger.info(
@@ -184,25 +211,28 @@ class KafkaConsumer(Consumer):
         )
         with self._lock:
             for tp in partitions:
-                self._partitions[tp.partition] = PartitionState(tp.partition)
+                # Its pause state is unknown to this assignment: the next
+                # brake pass tells librdkafka, which keeps a pause across
+                # revocations, what this partition wants.
+                self._scheduler.assign(tp.partition)
 
     def _on_revoke(self, consumer: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
         self.logger.info(
             "Partitions %s of %r revoked.", sorted(tp.partition for tp in partitions), self.topic
         )
+        numbers = [tp.partition for tp in partitions]
         with self._lock:
-            states = [self._partitions[tp.partition] for tp in partitions if tp.partition in self._partitions]
-            for state in states:
-                state.revoked = True
+            states = [s for s in (self._scheduler.revoke(p) for p in numbers) if s is not None]
+        self._resume_before_leaving(numbers)
         # Jobs already running may finish within the grace period: their
         # offsets are committed below and the new owner does not repeat them.
         # Long ones see revoked() and may stop early.
         deadline = time.monotonic() + self.revoke_grace
-        while time.monotonic() < deadline and any(state.running for state in states):
+        while time.monotonic() < deadline and any(s.in_flight or s.dead_letters_pending for s in states):
             with self._room:
                 self._room.wait(0.05)
-        self._commit([tp.partition for tp in partitions], asynchronous=False)
-        self._forget(partitions)
+        self._commit(numbers, asynchronous=False)
+        self._forget(numbers)
 
     def _on_lost(self, consumer: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
         # The group moved on without us: another member may already own
@@ -210,17 +240,25 @@ class KafkaConsumer(Consumer):
         self.logger.warning(
             "Partitions %s of %r lost.", sorted(tp.partition for tp in partitions), self.topic
         )
-        self._forget(partitions)
+        numbers = [tp.partition for tp in partitions]
+        self._resume_before_leaving(numbers)
+        self._forget(numbers)
 
-    def _forget(self, partitions: list[TopicPartition]) -> None:
-        # Fetched records, a pending retry and the offsets go with the
+    def _resume_before_leaving(self, partitions: list[int]) -> None:
+        # librdkafka remembers a pause across revoke and re-assign: a
+        # partition paused now would come back paused, whoever gets it next.
+        try:
+            self._consumer.resume(self._tps(partitions))
+        except KafkaException as e:
+            self.logger.debug("Could not resume %s before leaving them: %s", partitions, e)
+
+    def _forget(self, partitions: list[int]) -> None:
+        # Fetched records, pending retries and the offsets go with the
         # partition: its new owner starts again from the committed offset.
         with self._lock:
-            for tp in partitions:
-                state = self._partitions.pop(tp.partition, None)
-                if state is not None:
-                    state.revoked = True
-                    state.owned = False
+            for partition in partitions:
+                self._scheduler.forget(partition)
+        self._wake()
 
     # -- committing ----------------------------------------------------------------------------------
 
@@ -230,9 +268,8 @@ class KafkaConsumer(Consumer):
             return
         with self._lock:
             for tp in partitions:
-                state = self._partitions.get(tp.partition)
-                if tp.error is None and state is not None:
-                    state.offsets.committed(tp.offset)
+                if tp.error is None:
+                    self._scheduler.committed(tp.partition, tp.offset)
 
     def _commit(self, partitions: Iterable[int] | None = None, *, asynchronous: bool = True) -> None:
         with self._lock:
@@ -254,48 +291,42 @@ class KafkaConsumer(Consumer):
         except KafkaException as e:
             self.logger.warning("Offset commit failed: %s", e.args[0])
 
-    def _commit_position(self, state: PartitionState) -> TopicPartition | None:
+    def _commit_position(self, state: PartitionSchedule) -> TopicPartition | None:
         """What to commit for ``state`` now, if anything (under the lock)."""
         watermark = state.offsets.commit_candidate()
         return None if watermark is None else TopicPartition(self.topic, state.partition, watermark)
+
+    def _commit_when_due(self, now: float) -> None:
+        if now >= self._next_commit or self._finished_since_commit >= self.commit_every:
+            self._finished_since_commit = 0
+            self._commit()
+            self._next_commit = now + self.commit_interval
 
     # -- flow control --------------------------------------------------------------------------------
 
     def _apply_brakes(self) -> None:
         """Pause fetching for partitions that are blocked or whose buffer is
         full; resume the others."""
-        changes: dict[bool, list[TopicPartition]] = {True: [], False: []}
         with self._lock:
-            for state in self._partitions.values():
-                pause = self._should_pause(state)
-                if pause != state.paused:
-                    state.paused = pause
-                    changes[pause].append(TopicPartition(self.topic, state.partition))
-        if changes[True] or changes[False]:
-            EVENTS.paused(self.queue_name, sum(s.paused for s in list(self._partitions.values())))
-        if changes[True]:
-            self._consumer.pause(changes[True])
-        if changes[False]:
-            self._consumer.resume(changes[False])
+            pause, resume = self._scheduler.pause_changes()
+            if pause or resume:
+                paused = sum(bool(s.paused) for s in self._partitions.values())
+        if not (pause or resume):
+            return
+        EVENTS.paused(self.queue_name, paused)
+        try:
+            if pause:
+                self._consumer.pause(self._tps(pause))
+            if resume:
+                self._consumer.resume(self._tps(resume))
+        except KafkaException as e:
+            # A partition revoked meanwhile: the next assignment starts afresh.
+            self.logger.warning("Could not pause %s / resume %s: %s", pause, resume, e.args[0])
 
-    def _should_pause(self, state: PartitionState) -> bool:
-        return state.blocked or len(state.buffer) >= self.partition_buffer
-
-    def _has_room(self) -> bool:
-        return sum(state.running for state in self._partitions.values()) < self.prefetch
-
-    def _startable(self, state: PartitionState, now: float) -> bool:
-        """Whether the next job of ``state`` may start now."""
-        if state.retry is not None:
-            return now >= state.retry_at
-        if state.dead_letters_pending or not state.buffer:
-            return False
-        if self.ordered and state.offsets.unfinished:
-            return False
-        key = state.buffer[0].key()
-        # Jobs sharing a key never run at once; a later key waits its turn
-        # behind a busy one, which keeps each key in order.
-        return not (isinstance(key, bytes) and state.keys[key])
+    def _wake(self) -> None:
+        """Tell the polling thread a slot, a key or a partition may be free."""
+        with self._room:
+            self._room.notify()
 
     # -- the iterator --------------------------------------------------------------------------------
 
@@ -304,6 +335,7 @@ class KafkaConsumer(Consumer):
         while True:
             now = time.monotonic()
             self._commit_when_due(now)
+            self._write_due_dead_letters(now)
             proxy = self._hand_out(now)
             if proxy is not None:
                 return proxy
@@ -312,16 +344,17 @@ class KafkaConsumer(Consumer):
             self._apply_brakes()
             wait = min(POLL_SLICE, deadline - now)
             with self._lock:
-                waiting = [s for s in self._partitions.values() if s.buffer or s.retry is not None]
+                waiting = any(s.buffer or s.blocked for s in self._partitions.values())
+                due = self._scheduler.next_due()
                 buffered = sum(len(s.buffer) for s in self._partitions.values() if not s.paused)
             if waiting:
                 # Records wait for a slot, a key, a retry: wait for a job to end
                 # (or the next retry to fall due), but keep polling so that the
                 # group and librdkafka's fetcher never wait on us.
-                due = min((s.retry_at for s in waiting if s.retry is not None), default=now + wait)
+                until = now + wait if due is None else min(now + wait, due)
                 with self._room:
-                    if not self._hand_out_possible(now):
-                        self._room.wait(max(0.0, min(wait, due - now)))
+                    if not self._can_start(now):
+                        self._room.wait(max(0.0, until - now))
                 wait = 0
             # Take only what keeps the buffer under its low mark: records left
             # in librdkafka's queue cost nothing, while pausing to shed them
@@ -347,23 +380,21 @@ class KafkaConsumer(Consumer):
             records += self._consumer.consume(wanted - 1, 0)
         return records
 
-    def _commit_when_due(self, now: float) -> None:
-        if now >= self._next_commit or self._finished_since_commit >= self.commit_every:
-            self._finished_since_commit = 0
-            self._commit()
-            self._next_commit = now + self.commit_interval
-
-    def _hand_out_possible(self, now: float) -> bool:
+    def _can_start(self, now: float) -> bool:
         with self._lock:
-            return self._has_room() and any(self._startable(s, now) for s in self._partitions.values())
+            return self._scheduler.can_start(now)
 
     def _accept(self, record: KafkaRecord) -> None:
         error = record.error()
         if error is None:
+            key = record.key()
             with self._lock:
-                state = self._partitions.get(record.partition() or 0)
-                if state is not None:
-                    state.buffer.append(record)
+                self._scheduler.fetched(
+                    record.partition() or 0,
+                    record.offset() or 0,
+                    key if isinstance(key, bytes) else None,
+                    record,
+                )
             return
         if error.fatal() or error.code() in (
             KafkaError._AUTHENTICATION,
@@ -377,23 +408,14 @@ class KafkaConsumer(Consumer):
         next fetched record of a partition, taking partitions in turn."""
         while True:
             with self._lock:
-                if not self._has_room():
+                job = self._scheduler.next_job(now)
+                if job is None:
                     return None
-                states = list(self._partitions.values())
-                for i in range(len(states)):
-                    state = states[(self._cursor + i) % len(states)]
-                    if self._startable(state, now):
-                        self._cursor += i + 1
-                        break
-                else:
-                    return None
-                if state.retry is not None:
-                    proxy, state.retry = state.retry, None
-                    self._start(state, proxy.record)
-                    return proxy
-                record = state.buffer.popleft()
-                state.offsets.track(record.offset() or 0)
-                self._start(state, record)
+                retried, job.detail = job.detail, None
+            if isinstance(retried, KafkaMessageProxy):
+                retried.failed = False
+                return retried
+            record = job.record
             try:
                 message = decode_message(record.value(), self.queue_name)
                 refusal = self.refuse(message)
@@ -407,205 +429,263 @@ class KafkaConsumer(Consumer):
                     record.offset(),
                     e,
                 )
-                self._release_key(state, record)
-                self._dead_letter(state, record, message_id="", attempts=0, reason=str(e))
+                self._dead_letter(job, message_id="", attempts=0, reason=str(e))
                 continue
-            return KafkaMessageProxy(message, record, state)
-
-    @staticmethod
-    def _start(state: PartitionState, record: KafkaRecord) -> None:
-        key = record.key()
-        if isinstance(key, bytes):
-            state.keys[key] += 1
-
-    def _release_key(self, state: PartitionState, record: KafkaRecord) -> None:
-        """A run is over, whatever its outcome: its key is free."""
-        key = record.key()
-        if isinstance(key, bytes):
-            with self._lock:
-                state.keys[key] -= 1
-                if state.keys[key] <= 0:
-                    del state.keys[key]
-
-    def _wake(self) -> None:
-        """Tell the polling thread a slot, a key or a partition may be free."""
-        with self._room:
-            self._room.notify()
+            return KafkaMessageProxy(message, record, job)
 
     # -- acks ----------------------------------------------------------------------------------------
 
-    def _owns(self, proxy: KafkaMessageProxy) -> bool:
-        with self._lock:
-            return not self._closed and self._partitions.get(proxy.partition) is proxy._state
-
     def ack(self, message: MessageProxy) -> None:
-        """A job ended without being rejected: done, failed for a retry, or
-        stopped by the interpreter exiting."""
+        """A job ended without being rejected: done, failed for a retry, cut
+        short by an interrupt, or skipped."""
         assert isinstance(message, KafkaMessageProxy)
-        settled = self.producer.settle_thread_sends(self.settle_timeout)
-        if not self._owns(message):
-            self.logger.debug("Ignoring ack of %s: its partition is no longer ours.", message.message_id)
-            return
-        state, error = message._state, message._exception
-        self._release_key(state, message.record)
-        if message.cancelled:
-            # Its partition was revoked before it started, or it stopped
-            # early on revoked(): not done, the new owner runs it.
-            with self._lock:
-                state.abandoned += 1
-        elif error is not None and isinstance(error, Exception):
-            if self.retry_mode == "requeue":
-                self._requeue(message, error)
-            else:
+        self._settle(message, rejected=False)
+
+    def nack(self, message: MessageProxy) -> None:
+        """A job was rejected (a ``throws`` exception): it is dead-lettered."""
+        assert isinstance(message, KafkaMessageProxy)
+        self._settle(message, rejected=True)
+
+    def _settle(self, message: KafkaMessageProxy, *, rejected: bool) -> None:
+        """Carry out what the end of a run means for its job; whatever goes
+        wrong here, the job ends in a state with a wake-up."""
+        job = message._job
+        sends = self.producer.take_thread_sends()
+        with self._lock:
+            if self._closed or not self._scheduler.current(job):
+                self.logger.debug("Ignoring the end of %s: its partition is no longer ours.", message)
+                return
+        # Dramatiq 2.2.0's clear_exception() deletes the attribute.
+        error: BaseException | None = getattr(message, "_exception", None)
+        try:
+            if message.cancelled:
+                # Its partition was revoked before it started, or it stopped
+                # early on revoked(): not done, the new owner runs it.
+                with self._lock:
+                    self._scheduler.hand_back(job)
+            elif rejected:
+                self._reject(message, error, exhausted=False)
+            elif error is not None:
                 self._failed(message, error)
-        elif error is not None or not settled:
-            # SystemExit, KeyboardInterrupt: the job did not fail, it was cut
-            # short.  Or a job it enqueued is not in Kafka, and committing
-            # could lose that one.  Never committed, never dead-lettered: it
-            # runs again after a restart.
-            with self._lock:
-                state.abandoned += 1
-            reason = type(error).__name__ if error is not None else "unacknowledged sends"
-            self.logger.error("%s was cut short (%s); its offset stays uncommitted.", message, reason)
-        else:
-            with self._lock:
-                if message.offset == state.failing_offset:
-                    state.failing_offset = None
-                elif message.failures == 0 and state.failing_offset is None:
-                    state.streak = 0
-            self._finish(state, message.offset)
+            elif sends is not None and sends.pending:
+                with self._lock:
+                    self._scheduler.awaiting_sends(job)
+                sends.when_settled(lambda delivered: self._sends_settled(message, sends, delivered))
+            elif sends is not None and sends.failed:
+                self._sends_settled(message, sends, delivered=False)
+            else:
+                self._succeeded(job)
+        except Exception:
+            self._recover(message)
         self._wake()
 
-    def _failed(self, message: KafkaMessageProxy, error: Exception) -> None:
-        state = message._state
-        policy = self.retry_policy(message)
-        with self._lock:
-            message.failures += 1
-            state.streak += 1
-            budget = message.failures if policy.independent else state.streak
-            retry = policy.should_retry(budget, error)
-            if retry:
-                delay = policy.backoff(message.failures) / 1000
-                message.options["retries"] = message.failures
-                state.failing_offset = message.offset
-                state.retry = message
-                state.retry_at = time.monotonic() + delay
-            else:
-                state.streak = 0
-                state.failing_offset = None
-        if retry:
-            EVENTS.retried(self.queue_name)
-            self.logger.warning(
-                "%s failed (%s: %s); partition %d waits %.1fs and runs it again (attempt %d).",
-                message,
-                type(error).__name__,
-                error,
-                state.partition,
-                delay,
-                message.failures + 1,
-            )
-            return
-        self.logger.error(
-            "%s failed %d time(s); moving it to %r.", message, message.failures, self.dead_letter_topic
+    def _recover(self, message: KafkaMessageProxy) -> None:
+        """The ack path itself raised (a bug, a broken hook): run the job again."""
+        self.logger.exception(
+            "Settling %s failed; it runs again in %.0fs.", message.message_id, ACK_ERROR_BACKOFF
         )
-        self._reject(message)
+        with self._lock:
+            job = message._job
+            if job.state in (JobState.RUNNING, JobState.AWAITING_SENDS):
+                job.detail = message
+                self._scheduler.retry(job, time.monotonic() + ACK_ERROR_BACKOFF)
 
-    def _requeue(self, message: KafkaMessageProxy, error: Exception) -> None:
-        """Send a failed job again with its backoff as a delay, and move on;
-        each job has its own budget, counted in the message."""
-        policy = self.retry_policy(message)
-        failures = int(message.options.get("retries", 0)) + 1
-        if not policy.should_retry(failures, error):
-            message.failures = failures
-            self.logger.error(
-                "%s failed %d time(s); moving it to %r.", message, failures, self.dead_letter_topic
-            )
-            self._reject(message)
-            return
-        delay = policy.backoff(failures)
-        assert self.send_retry is not None
-        message.failures = failures
+    def _succeeded(self, job: Job) -> None:
+        with self._lock:
+            if self._scheduler.succeeded(job):
+                self._finished_since_commit += 1
+
+    def _sends_settled(self, message: KafkaMessageProxy, sends: ThreadSends, delivered: bool) -> None:
+        """Kafka reported on every record the job enqueued (from the
+        producer's report thread, or at once)."""
         try:
-            self.send_retry(message, delay)
-            sent = self.producer.settle_thread_sends(self.settle_timeout)
-        except Exception as e:  # Kafka unreachable, a topic that cannot be created, ...
-            self.logger.error("Could not send %s again: %s", message, e)
-            sent = False
-        if not sent:
-            # Its retry may not be in Kafka: retry it in place instead.  If
-            # the send did land after all, the job runs once more (at least once).
-            message.failures = failures - 1
-            self._failed(message, error)
+            if delivered:
+                self._succeeded(message._job)
+            else:
+                error = DeliveryError(
+                    f"{sends.failed} of the {sends.sent_count} message(s) {message.message_id} "
+                    "enqueued were not delivered"
+                )
+                self._failed(message, error)
+        except Exception:
+            self._recover(message)
+        self._wake()
+
+    def _failed(self, message: KafkaMessageProxy, error: BaseException) -> None:
+        job = message._job
+        policy = self.retry_policy(message)
+        requeue = self.retry_mode == "requeue"
+        with self._lock:
+            if requeue:
+                # A requeued job is a new record: its failures travel in the message.
+                job.failures = max(job.failures, int(message.options.get("retries", 0)))
+            if not self._scheduler.failed(job, spent=is_failure(error)):
+                return  # its partition moved on meanwhile
+            failures, streak = job.failures, job.schedule.streak
+        outcome = decide(
+            policy,
+            error,
+            failures=failures,
+            streak=streak,
+            shared_budget=self.ordered and not policy.independent,
+            requeue=requeue,
+        )
+        if isinstance(outcome, ToDeadLetters):
+            self.logger.error(
+                "%s failed %d time(s)%s; moving it to %r.",
+                message,
+                max(failures, 1),
+                f" ({outcome.reason})" if outcome.reason else "",
+                self.dead_letter_topic,
+            )
+            self._reject(message, error, exhausted=outcome.exhausted, reason=outcome.reason)
             return
+        message.options["retries"] = failures
+        message.options["traceback"] = "".join(traceback.format_exception(error, limit=30))
+        message.options["requeue_timestamp"] = int(time.time() * 1000)
+        if isinstance(outcome, Requeue):
+            self._requeue(message, error, outcome)
+        else:
+            self._retry_in_place(message, error, outcome)
+
+    def _retry_in_place(
+        self, message: KafkaMessageProxy, error: BaseException, outcome: RetryInPlace
+    ) -> None:
+        job = message._job
+        with self._lock:
+            job.detail = message
+            if not self._scheduler.retry(job, time.monotonic() + outcome.delay / 1000):
+                job.detail = None
+                return
+        EVENTS.retried(self.queue_name)
+        self.logger.warning(
+            "%s %s (%s: %s); partition %d runs it again in %.1fs (attempt %d).",
+            message,
+            "failed" if outcome.spent else "was interrupted",
+            type(error).__name__,
+            error,
+            job.partition,
+            outcome.delay / 1000,
+            job.runs + 1,
+        )
+
+    def _requeue(self, message: KafkaMessageProxy, error: BaseException, outcome: Requeue) -> None:
+        """Send a failed job again with its backoff as a delay; its offset is
+        finished once Kafka has the copy.  If the copy cannot be sent, the
+        job is retried in place instead (if the send did land after all, the
+        job runs once more: at least once)."""
+        assert self.send_retry is not None
+        job = message._job
+        fallback = RetryInPlace(outcome.delay)
+        try:
+            self.send_retry(message, outcome.delay)
+        except Exception as e:  # Kafka unreachable, a topic that cannot be created, ...
+            self.producer.take_thread_sends()
+            self.logger.error("Could not send %s again: %s", message, e)
+            self._retry_in_place(message, error, fallback)
+            return
+        sends = self.producer.take_thread_sends()
         EVENTS.retried(self.queue_name)
         self.logger.warning(
             "%s failed (%s: %s); sent again to run in %.1fs (attempt %d).",
             message,
             type(error).__name__,
             error,
-            delay / 1000,
-            failures + 1,
+            outcome.delay / 1000,
+            job.failures + 1,
         )
-        self._finish(message._state, message.offset)
 
-    def nack(self, message: MessageProxy) -> None:
-        """A job was rejected (an unknown actor, a ``throws`` exception)."""
-        assert isinstance(message, KafkaMessageProxy)
-        self.producer.settle_thread_sends(self.settle_timeout)
-        if not self._owns(message):
-            self.logger.debug("Ignoring nack of %s: its partition is no longer ours.", message.message_id)
+        def settled(delivered: bool) -> None:
+            if delivered:
+                self._succeeded(job)
+            else:
+                self.logger.error("The retry of %s was not delivered; it is retried in place.", message)
+                self._retry_in_place(message, error, fallback)
+            self._wake()
+
+        if sends is None:
+            self._succeeded(job)
             return
-        self._release_key(message._state, message.record)
-        self._reject(message)
-        self._wake()
+        with self._lock:
+            self._scheduler.awaiting_sends(job)
+        sends.when_settled(settled)
 
-    def _reject(self, message: KafkaMessageProxy) -> None:
-        if self.on_dead_letter is not None:
-            self.on_dead_letter(message)
+    def _reject(
+        self,
+        message: KafkaMessageProxy,
+        error: BaseException | None,
+        *,
+        exhausted: bool,
+        reason: str | None = None,
+    ) -> None:
+        job = message._job
         self._dead_letter(
-            message._state,
-            message.record,
+            job,
             message_id=message.message_id,
-            attempts=message.failures or int(message.options.get("retries", 0)),
-            error=message._exception,
+            attempts=max(job.failures, job.runs),
+            error=error,
+            reason=reason,
         )
+        if self.on_dead_letter is not None:
+            try:
+                self.on_dead_letter(message, exhausted)
+            except Exception:
+                # The dead letter is on its way: a broken hook must not stop it.
+                self.logger.exception("The dead-letter hooks of message %s failed.", message.message_id)
 
     def _dead_letter(
         self,
-        state: PartitionState,
-        record: KafkaRecord,
+        job: Job,
         *,
         message_id: str,
         attempts: int,
         error: BaseException | None = None,
         reason: str | None = None,
     ) -> None:
-        """Write ``record`` to the dead-letter topic; the partition starts no
-        job until Kafka has it, then its offset is finished."""
-        offset = record.offset() or 0
+        """Write the job's record to the dead-letter topic; its partition
+        starts no new job until Kafka has it, then its offset is finished."""
+        # The headers are made once: no exception (and none of its frames)
+        # is kept while a refused write waits to be tried again.
+        headers = self.dead_letters.headers(job.record, attempts=attempts, error=error, reason=reason)
         with self._lock:
-            state.dead_letters_pending += 1
+            if not self._scheduler.dead_lettering(job):
+                return
+            job.detail = (message_id, headers)
+        self._write_dead_letter(job)
 
-        def written() -> None:
-            with self._lock:
-                state.dead_letters_pending -= 1
-            EVENTS.dead_lettered(self.queue_name, self.dead_letter_topic)
-            self._finish(state, offset)
+    def _write_dead_letter(self, job: Job) -> None:
+        message_id, headers = job.detail
+
+        def done(error: object | None) -> None:
+            if error is None:
+                with self._lock:
+                    written = self._scheduler.dead_lettered(job)
+                    self._finished_since_commit += written
+                if written:
+                    EVENTS.dead_lettered(self.queue_name, self.dead_letter_topic)
+            else:
+                backoff = min(DEAD_LETTER_BACKOFF * 2 ** (job.attempts_of_write - 1), DEAD_LETTER_MAX_BACKOFF)
+                self.logger.error(
+                    "Could not dead-letter message %s to %r (%s); trying again in %.1fs. "
+                    "Its offset stays uncommitted.",
+                    message_id or f"at {job.partition}@{job.offset}",
+                    self.dead_letter_topic,
+                    error,
+                    backoff,
+                )
+                with self._lock:
+                    self._scheduler.dead_letter_refused(job, time.monotonic() + backoff)
             self._wake()
 
         self.dead_letters.write(
-            self.dead_letter_topic,
-            record,
-            message_id=message_id,
-            attempts=attempts,
-            error=error,
-            reason=reason,
-            on_written=written,
+            self.dead_letter_topic, job.record, headers, message_id=message_id, on_done=done
         )
 
-    def _finish(self, state: PartitionState, offset: int) -> None:
-        state.offsets.mark_done(offset)
-        self._finished_since_commit += 1
+    def _write_due_dead_letters(self, now: float) -> None:
+        with self._lock:
+            due = self._scheduler.dead_letters_due(now)
+        for job in due:
+            self._write_dead_letter(job)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         # Nothing to send back: unfinished offsets are never committed,
@@ -614,18 +694,25 @@ class KafkaConsumer(Consumer):
 
     def close(self) -> None:
         """Commit what is finished, synchronously, and leave the group."""
-        try:
-            # Dead letters still in flight finish their offsets when delivered.
-            self.producer.flush(self.settle_timeout)
-        except DeliveryError as e:
-            self.logger.error("%s", e)
+        deadline = time.monotonic() + self.settle_timeout
+        # Dead letters and sends of finished jobs still in flight finish
+        # their offsets when delivered.
+        while time.monotonic() < deadline:
+            with self._lock:
+                pending = any(
+                    job.state in (JobState.AWAITING_SENDS, JobState.DEAD_LETTERING) and job.due is None
+                    for s in self._partitions.values()
+                    for job in s.jobs.values()
+                )
+            if not pending:
+                break
+            with self._room:
+                self._room.wait(0.05)
         try:
             self._commit(asynchronous=False)
         finally:
             with self._lock:
                 self._closed = True
-                for state in self._partitions.values():
-                    state.revoked = True
-                    state.owned = False
-                self._partitions.clear()
+                for partition in list(self._partitions):
+                    self._scheduler.forget(partition)
             self._consumer.close()

@@ -179,7 +179,7 @@ class Continuation:
     def should_stop(self) -> bool:
         """Whether the worker is shutting down or the job's partition was revoked."""
         message = self.message
-        return message is not None and (worker_stopping() or message._state.revoked)
+        return message is not None and (worker_stopping() or message.partition_revoked)
 
     def checkpoint(self) -> None:
         """Raise :class:`Interrupted` when the job must stop."""
@@ -223,7 +223,7 @@ def continuable(fn: Callable[Concatenate[Continuation, P], R] | None = None, *, 
                 if message is None:
                     raise
                 progress = job.saved()
-                if not message._state.owned:
+                if not message.partition_owned:
                     # Past the revocation's grace: the partition's new owner
                     # runs this record again; a resumed copy would run beside it.
                     logger.warning("%s stopped after its partition moved on; its new owner runs it.", message)

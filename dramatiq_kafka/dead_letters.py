@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import traceback
 from collections.abc import Callable
 
@@ -40,7 +39,8 @@ def dead_letter_headers(
       group_id: The consumer group that gave up on it.
       attempts: How many times its job ran.
       error: The exception of its last attempt, if any.
-      reason: Why it is dead-lettered when there is no exception.
+      reason: Why it is dead-lettered when there is no exception, or
+        what else went wrong (a hook that raised), added to its message.
     """
     headers = headers_of(record)
     headers += [
@@ -52,9 +52,10 @@ def dead_letter_headers(
     ]
     if error is not None:
         trace = "".join(traceback.format_exception(error)).encode()
+        message = str(error) if reason is None else f"{error} ({reason})"
         headers += [
             ("error_type", type(error).__qualname__.encode()),
-            ("error_message", str(error).encode()[:MAX_ERROR_MESSAGE_BYTES]),
+            ("error_message", message.encode()[:MAX_ERROR_MESSAGE_BYTES]),
             # Keep the end of the trace: the frame that raised is the useful part.
             ("error_traceback", trace[-MAX_TRACEBACK_BYTES:]),
         ]
@@ -103,44 +104,47 @@ def _size_error(error: object) -> bool:
 
 
 class DeadLetterWriter:
-    """Writes dead letters and reports each one once Kafka has it.
+    """Writes dead letters, one attempt at a time.
 
-    A write that fails is retried (with a capped backoff) until it is
-    acknowledged: the source offset must not be committed before that.
-    A record too large for the producer (``message.max.bytes``) or the
-    dead-letter topic (``max.message.bytes``), which no retry can write,
-    is written once more without its value and large headers (see
-    :func:`without_large_parts`), so that its partition goes on.
+    The caller learns of each outcome and decides when to write again (the
+    consumer does so after a capped backoff, from its own thread, and not at
+    all once the partition is revoked): the source offset must not be
+    committed before Kafka has the dead letter.  A record too large for the
+    producer (``message.max.bytes``) or the dead-letter topic
+    (``max.message.bytes``), which no retry can write, is written at once
+    without its value and large headers (see :func:`without_large_parts`), so
+    that its partition goes on.
 
     Parameters:
       producer(KafkaProducer): Where records are sent.
       group_id(str): The workers' consumer group, for the headers.
-      retry_backoff(float): Seconds before the first retry of a failed write.
     """
 
-    def __init__(self, producer: KafkaProducer, group_id: str, *, retry_backoff: float = 1.0) -> None:
+    def __init__(self, producer: KafkaProducer, group_id: str) -> None:
         self.logger = get_logger(__name__, type(self))
         self.producer = producer
         self.group_id = group_id
-        self.retry_backoff = retry_backoff
+
+    def headers(
+        self, record: KafkaRecord, *, attempts: int, error: BaseException | None, reason: str | None
+    ) -> Headers:
+        """The dead letter's headers (see :func:`dead_letter_headers`)."""
+        return dead_letter_headers(
+            record, group_id=self.group_id, attempts=attempts, error=error, reason=reason
+        )
 
     def write(
         self,
         topic: str,
         record: KafkaRecord,
+        headers: Headers,
         *,
         message_id: str,
-        attempts: int,
-        error: BaseException | None = None,
-        reason: str | None = None,
-        on_written: Callable[[], object],
+        on_done: Callable[[object | None], object],
     ) -> None:
-        """Send ``record`` to the dead-letter ``topic``; call ``on_written``
-        once Kafka acknowledged it."""
-        headers = dead_letter_headers(
-            record, group_id=self.group_id, attempts=attempts, error=error, reason=reason
-        )
-        self._send(topic, record, record.key(), headers, message_id, on_written, self.retry_backoff)
+        """Send ``record`` with ``headers`` to the dead-letter ``topic``; call
+        ``on_done(None)`` once Kafka acknowledged it, or ``on_done(error)``."""
+        self._send(topic, record, record.key(), headers, message_id, on_done, whole=True)
 
     def _send(
         self,
@@ -149,11 +153,10 @@ class DeadLetterWriter:
         key: bytes | None,
         headers: Headers,
         message_id: str,
-        on_written: Callable[[], object],
-        backoff: float,
-        whole: bool = True,
+        on_done: Callable[[object | None], object],
+        whole: bool,
     ) -> None:
-        def retry_later(error: object) -> None:
+        def failed(error: object) -> None:
             if whole and _size_error(error):
                 self.logger.error(
                     "Message %s is too large for %r (%s); dead-lettering it without its value.",
@@ -162,31 +165,15 @@ class DeadLetterWriter:
                     error,
                 )
                 smaller_key, smaller_headers = without_large_parts(record, headers, str(error))
-                self._send(
-                    topic, record, smaller_key, smaller_headers, message_id, on_written, backoff, whole=False
-                )
-                return
-            self.logger.error(
-                "Could not dead-letter message %s to %r (%s); retrying in %.1fs. "
-                "Its offset stays uncommitted.",
-                message_id,
-                topic,
-                error,
-                backoff,
-            )
-            timer = threading.Timer(
-                backoff,
-                self._send,
-                (topic, record, key, headers, message_id, on_written, min(backoff * 2, 60.0), whole),
-            )
-            timer.daemon = True
-            timer.start()
+                self._send(topic, record, smaller_key, smaller_headers, message_id, on_done, whole=False)
+            else:
+                on_done(error)
 
         def on_delivery(error: KafkaError | None) -> None:
             if error is None:
-                on_written()
+                on_done(None)
             else:
-                retry_later(error)
+                failed(error)
 
         try:
             self.producer.send(
@@ -199,4 +186,4 @@ class DeadLetterWriter:
                 retried_by_caller=True,
             )
         except DeliveryError as e:
-            retry_later(e)
+            failed(e)

@@ -17,18 +17,19 @@ import heapq
 import itertools
 import time
 from bisect import bisect_left
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaRecord
 from dramatiq.broker import MessageProxy
 from dramatiq.common import current_millis, q_name
 from dramatiq.errors import DecodeError
+from dramatiq.message import Message
 
 from .consumer import POLL_BATCH, POLL_SLICE, KafkaConsumer
 from .errors import DeliveryError
 from .offsets import decode_done_past, encode_done_past
-from .partitions import HeldRecord, PartitionState
+from .scheduling import PartitionSchedule
 from .wire import decode_message, encode_message, headers_of
 
 #: Upper bounds (ms) of the delay tiers; delays above the last share one tier.
@@ -65,6 +66,39 @@ def delay_partition(delay: int, partitions: int) -> int:
     return choices[next(_spread) % len(choices)]
 
 
+class HeldRecord(NamedTuple):
+    """A delayed record waiting in memory until ``eta`` (epoch ms)."""
+
+    eta: int
+    offset: int
+    record: KafkaRecord
+    message: Message[Any]
+
+
+class DelayPartition(PartitionSchedule):
+    """A partition of a delay topic: what it holds besides its offsets.
+
+    Attributes:
+      held: Delayed records waiting until they are due, a heap by ``eta``.
+      releasing: Due records sent to their queue and not yet acknowledged.
+      moved: Offsets past the committed one that an earlier owner already
+        moved to the queue, read from the commit metadata (``None`` until read).
+      last_commit: The position and metadata last committed.
+    """
+
+    def __init__(self, partition: int, **options: Any) -> None:
+        super().__init__(partition, **options)
+        self.held: list[HeldRecord] = []
+        self.releasing = 0
+        self.moved: set[int] | None = None
+        self.last_commit: tuple[int, str] | None = None
+
+    def wants_pause(self) -> bool:
+        # Releases not yet acknowledged count too: a slow Kafka must not let
+        # them pile up in the producer.
+        return self.blocked or len(self.held) + self.releasing >= self.buffer_limit
+
+
 class DelayConsumer(KafkaConsumer):
     """Consumes a delay topic and moves each record to ``queue_topic`` when due.
 
@@ -84,10 +118,15 @@ class DelayConsumer(KafkaConsumer):
       **options: As for :class:`KafkaConsumer`.
     """
 
+    schedule_type = DelayPartition
+
     def __init__(self, *, queue_topic: str, delay_buffer: int, **options: Any) -> None:
         self.queue_topic = queue_topic
         self.delay_buffer = delay_buffer
         super().__init__(**options)
+
+    def partition_buffer(self) -> int:
+        return self.delay_buffer
 
     def client_defaults(self) -> dict[str, Any]:
         # Records fetched ahead of a full partition are dropped when it pauses:
@@ -99,16 +138,12 @@ class DelayConsumer(KafkaConsumer):
             "queued.max.messages.kbytes": 4096,
         }
 
-    def _should_pause(self, state: PartitionState) -> bool:
-        # Releases not yet acknowledged count too: a slow Kafka must not let
-        # them pile up in the producer.
-        return len(state.held) + state.releasing >= self.delay_buffer
-
     def __next__(self) -> MessageProxy | None:
         deadline = time.monotonic() + self.timeout
         while True:
             now = time.monotonic()
             self._commit_when_due(now)
+            self._write_due_dead_letters(now)
             next_due = self._release_due()
             if now >= deadline:
                 return None
@@ -119,7 +154,8 @@ class DelayConsumer(KafkaConsumer):
             for record in self._consumer.consume(min(POLL_BATCH, self.delay_buffer), wait):
                 self._accept(record)
 
-    def _commit_position(self, state: PartitionState) -> TopicPartition | None:
+    def _commit_position(self, state: PartitionSchedule) -> TopicPartition | None:
+        assert isinstance(state, DelayPartition)
         position = state.offsets.position()
         if position is None:
             return None
@@ -137,7 +173,8 @@ class DelayConsumer(KafkaConsumer):
         if error is not None:
             with self._lock:
                 for state in self._partitions.values():
-                    state.last_commit = None  # commit it again
+                    if isinstance(state, DelayPartition):
+                        state.last_commit = None  # commit it again
         super()._on_commit(error, partitions)
 
     def _moved_earlier(self, partition: int) -> set[int]:
@@ -153,13 +190,17 @@ class DelayConsumer(KafkaConsumer):
             self.logger.warning("Could not read what %s/%d moved already: %s", self.topic, partition, e)
             return set()
 
+    def _delay_partition(self, partition: int) -> DelayPartition | None:
+        state = self._partitions.get(partition)
+        return state if isinstance(state, DelayPartition) and not state.revoked else None
+
     def _accept(self, record: KafkaRecord) -> None:
         if record.error() is not None:
             super()._accept(record)
             return
         offset, partition = record.offset() or 0, record.partition() or 0
         with self._lock:
-            state = self._partitions.get(partition)
+            state = self._delay_partition(partition)
             needs_moved = state is not None and state.moved is None
         if needs_moved:
             moved = self._moved_earlier(partition)
@@ -167,13 +208,13 @@ class DelayConsumer(KafkaConsumer):
                 if state is not None:
                     state.moved = moved
         with self._lock:
-            state = self._partitions.get(partition)
+            state = self._delay_partition(partition)
             if state is None:
                 return
-            state.offsets.track(offset)
             if state.moved and offset in state.moved:
                 state.moved.discard(offset)
-                self._finish(state, offset)
+                state.offsets.track(offset)
+                self._finish_offset(state, offset)
                 return
         try:
             message = decode_message(record.value(), self.queue_name)
@@ -185,7 +226,10 @@ class DelayConsumer(KafkaConsumer):
                 offset,
                 e,
             )
-            self._dead_letter(state, record, message_id="", attempts=0, reason=str(e))
+            key = record.key()
+            with self._lock:
+                job = state.adopt(offset, key if isinstance(key, bytes) else None, record)
+            self._dead_letter(job, message_id="", attempts=0, reason=str(e))
             return
         eta = message.options.get("eta")
         if isinstance(eta, bool) or not isinstance(eta, (int, float)):
@@ -194,16 +238,23 @@ class DelayConsumer(KafkaConsumer):
             )
             eta = message.options["eta"] = 0
         with self._lock:
+            state.offsets.track(offset)
             heapq.heappush(state.held, HeldRecord(int(eta), offset, record, message))
+
+    def _finish_offset(self, state: DelayPartition, offset: int) -> None:
+        """The record at ``offset`` is in its queue (under the lock)."""
+        state.offsets.mark_done(offset)
+        self._finished_since_commit += 1
 
     def _release_due(self) -> float:
         """Move every due record to its queue; return when (epoch seconds)
         the next held record falls due."""
         now = current_millis()
-        due: list[tuple[PartitionState, HeldRecord]] = []
+        due: list[tuple[DelayPartition, HeldRecord]] = []
         next_due = float("inf")
         with self._lock:
             for state in self._partitions.values():
+                assert isinstance(state, DelayPartition)
                 while state.held and state.held[0].eta <= now:
                     due.append((state, heapq.heappop(state.held)))
                     state.releasing += 1
@@ -213,7 +264,7 @@ class DelayConsumer(KafkaConsumer):
             self._release(state, held)
         return next_due
 
-    def _release(self, state: PartitionState, held: HeldRecord) -> None:
+    def _release(self, state: DelayPartition, held: HeldRecord) -> None:
         message = held.message.copy(queue_name=q_name(self.queue_name))
         del message.options["eta"]
 
@@ -221,7 +272,7 @@ class DelayConsumer(KafkaConsumer):
             if error is None:
                 with self._lock:
                     state.releasing -= 1
-                self._finish(state, held.offset)
+                    self._finish_offset(state, held.offset)
             else:
                 self._hold_again(state, held, error)
 
@@ -238,7 +289,7 @@ class DelayConsumer(KafkaConsumer):
         except DeliveryError as e:
             self._hold_again(state, held, e)
 
-    def _hold_again(self, state: PartitionState, held: HeldRecord, error: object) -> None:
+    def _hold_again(self, state: DelayPartition, held: HeldRecord, error: object) -> None:
         """Kafka did not take a due record: hold it a little longer."""
         self.logger.error(
             "Could not move delayed message %s to %r (%s); trying again in %.0fs.",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from dramatiq.errors import BrokerConnectionError, BrokerError
 from dramatiq.middleware import MiddlewareError
 
@@ -78,3 +80,17 @@ class AuthenticationError(KafkaConnectionError):
     librdkafka reports the failure, rather than after a timeout: retrying
     with the same settings cannot succeed.
     """
+
+
+def without_traceback(error: BaseException | None, message_id: str) -> BaseException:
+    """A copy of ``error`` that holds no traceback (nor its frames' locals),
+    for keeping after its job ended."""
+    if error is None:
+        return Exception(f"Message {message_id} failed with an unknown error")
+    try:
+        kept = copy.copy(error)
+    except Exception:
+        kept = KafkaBrokerError(f"{type(error).__name__}: {error}")
+    kept.__traceback__ = None
+    kept.__context__ = kept.__cause__ = None
+    return kept

@@ -122,6 +122,7 @@ class ThreadSends:
         self.sent_count = 0
         self.reported_count = 0
         self.failed = 0
+        self._when_settled: Callable[[bool], object] | None = None
 
     @property
     def pending(self) -> int:
@@ -131,11 +132,25 @@ class ThreadSends:
         self.sent_count += 1
 
     def reported(self, error: KafkaError | None) -> None:
+        callback = None
         with self._settled:
             self.reported_count += 1
             self.failed += error is not None
             if self.reported_count >= self.sent_count:
                 self._settled.notify_all()
+                callback, self._when_settled = self._when_settled, None
+        if callback is not None:
+            callback(not self.failed)
+
+    def when_settled(self, callback: Callable[[bool], object]) -> None:
+        """Call ``callback(delivered)`` once every send has its report (at
+        once if they all have): ``delivered`` tells whether all succeeded.
+        The owning thread must have stopped sending through this object."""
+        with self._settled:
+            if self.reported_count < self.sent_count:
+                self._when_settled = callback
+                return
+        callback(not self.failed)
 
     def _delivered(self, error: KafkaError | None, record: Message) -> None:
         self.reported(error)
@@ -241,6 +256,13 @@ class KafkaProducer:
         reason = self._describe(error, topic, record.value(), record.key(), None, local=False)
         self.reports.record(message_id, reason)
         self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, reason)
+
+    def take_thread_sends(self) -> ThreadSends | None:
+        """The sends this thread made since the last call, detached: the
+        thread's next send starts a new count."""
+        sends: ThreadSends | None = getattr(self._thread_sends, "sends", None)
+        self._thread_sends.sends = None
+        return sends
 
     def settle_thread_sends(self, timeout: float) -> bool:
         """Wait until the sends this thread made since the last call are

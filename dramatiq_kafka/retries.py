@@ -44,11 +44,13 @@ class RetryPolicy:
     retry_when: Callable[[int, BaseException], bool] | None = None
     on_exhausted: str | None = None
 
-    def should_retry(self, failures: int, exception: BaseException) -> bool:
-        """Whether to run again after ``failures`` failures (this one included)."""
+    def should_retry(self, failures: int, exception: BaseException, *, retries: int | None = None) -> bool:
+        """Whether to run again after ``failures`` failures of the budget
+        (this one included).  ``retries``: the job's own retries before this
+        failure, what ``retry_when`` is given (``failures - 1`` by default)."""
         if self.retry_when is not None:
             # Dramatiq passes the retries made before this failure.
-            return bool(self.retry_when(failures - 1, exception))
+            return bool(self.retry_when(failures - 1 if retries is None else retries, exception))
         return self.max_retries is None or failures <= self.max_retries
 
     def backoff(self, failures: int) -> int:

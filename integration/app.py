@@ -11,6 +11,7 @@ the worker's memory, so that a test can count executions after a
   APP_CONSUMER_CONFIG               extra librdkafka consumer settings (JSON)
   APP_MIN_BACKOFF                   the queue's first retry wait (ms)
   APP_CLIENT_CONFIG                 librdkafka settings of every client (JSON: SASL...)
+  APP_TIME_LIMIT                    the ``chaotic`` actor's time limit (ms)
 
 A ledger line is ``event job_id partition offset unix_time``.
 """
@@ -109,3 +110,22 @@ def work_items(step: Step, job_id: int, items: int, seconds: float) -> None:
         ledger_write(f"item{i} {job_id} {where()}")
         time.sleep(seconds)
         step.advance(i + 1)
+
+
+#: How many first runs of a ``chaotic`` job fail, by kind; ``always`` never succeeds.
+CHAOS_FAILURES = {"ok": 0, "once": 1, "twice": 2, "overrun": 1}
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=3, time_limit=int(os.environ.get("APP_TIME_LIMIT", "1000")))
+def chaotic(job_id: int, kind: str) -> None:
+    """Fails its first runs (``once``, ``twice``), overruns its time limit on its first run
+    (``overrun``), always fails (``always``), or just works (``ok``)."""
+    message = CurrentMessage.get_current_message()
+    retries = message.options.get("retries", 0)  # type: ignore[union-attr]
+    ledger_write(f"start {job_id} {where()}")
+    if kind == "always" or (retries < CHAOS_FAILURES[kind] and kind != "overrun"):
+        raise RuntimeError(f"job {job_id} ({kind}) fails at attempt {retries + 1}")
+    if kind == "overrun" and retries < 1:
+        for _ in range(200):  # interruptible: TimeLimitExceeded is raised between bytecodes
+            time.sleep(0.05)
+    ledger_write(f"done {job_id} {where()}")

@@ -54,6 +54,7 @@ class App:
         self.patient = dramatiq.actor(lambda job_id, seconds: None, actor_name="patient", queue_name=name)
         self.failing = dramatiq.actor(lambda job_id: None, actor_name="failing", queue_name=name)
         self.timed = dramatiq.actor(lambda job_id, due: None, actor_name="timed", queue_name=name)
+        self.chaotic = dramatiq.actor(lambda job_id, kind: None, actor_name="chaotic", queue_name=name)
         self.stepped = dramatiq.actor(
             lambda job_id, items, seconds: None, actor_name="stepped", queue_name=name
         )

@@ -35,10 +35,17 @@ def test_a_record_over_the_producers_maximum_is_dead_lettered_without_its_large_
 
     producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap})
     written = threading.Event()
-    DeadLetterWriter(producer, "group").write(
-        dlq, record, message_id="m1", attempts=0, reason="not a job", on_written=written.set
-    )
+    outcomes: list[object] = []
+    writer_ = DeadLetterWriter(producer, "group")
+    headers = writer_.headers(record, attempts=0, error=None, reason="not a job")
+
+    def done(error: object | None) -> None:
+        outcomes.append(error)
+        written.set()
+
+    writer_.write(dlq, record, headers, message_id="m1", on_done=done)
     assert written.wait(20), "the dead letter was never written"
+    assert outcomes == [None]
     producer.close()
 
     [letter] = read_topic(kafka_bootstrap, dlq, count=1)

@@ -234,38 +234,6 @@ def test_in_parallel_mode_jobs_that_succeeded_are_not_run_again(
     assert committed == {0: 20}
 
 
-def test_system_exit_is_neither_dead_lettered_nor_committed(
-    make_broker: Callable[..., KafkaBroker], unique_name: str
-) -> None:
-    broker = make_broker(partitions=1)
-    runs: list[int] = []
-
-    @dramatiq.actor(queue_name=unique_name)
-    def job(i: int) -> None:
-        runs.append(i)
-        if i == 0 and runs.count(0) == 1:
-            raise SystemExit(3)
-
-    job.send(0)
-    job.send(1)
-    worker = Worker(broker, worker_threads=2, worker_timeout=100)
-    worker.start()
-    try:
-        wait_for(lambda: sorted(runs) == [0, 1], timeout=20)
-        time.sleep(1.5)
-    finally:
-        worker.stop()
-    committed, _ = committed_and_end(broker.bootstrap_servers, broker.group_id, unique_name)
-    assert committed == {0: 0}
-    assert record_count(broker.bootstrap_servers, f"{unique_name}.XQ") == 0
-
-    # After a restart the job runs again, and this time succeeds.
-    run_worker(broker, unique_name)
-    assert runs.count(0) == 2
-    committed, _ = committed_and_end(broker.bootstrap_servers, broker.group_id, unique_name)
-    assert committed == {0: 2}
-
-
 def test_an_unwritable_dead_letter_topic_holds_the_offset_until_it_accepts_the_record(
     make_broker: Callable[..., KafkaBroker], unique_name: str
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
+from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
 from ..partitions import KafkaMessageProxy
@@ -21,6 +22,10 @@ class PartitionRetries(Middleware):
     An exception listed in ``throws`` is not retried: the job is
     dead-lettered at once.
     """
+
+    def __init__(self) -> None:
+        # Dramatiq's Retries logs its aborts under its own name: so does this.
+        self.logger = get_logger("dramatiq.middleware.retries", "Retries")
 
     actor_options = {
         "max_retries",
@@ -44,4 +49,5 @@ class PartitionRetries(Middleware):
         actor = broker.actors.get(message.actor_name)
         throws = message.options.get("throws") or (actor.options.get("throws") if actor else None)
         if throws and isinstance(exception, throws):
+            self.logger.info("Aborting message %r.", message.message_id)
             message.fail()

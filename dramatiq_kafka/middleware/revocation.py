@@ -37,7 +37,7 @@ def revoked() -> bool:
     grace period (5 s) is committed as usual.  Outside a job it is ``False``.
     """
     message = current_message()
-    if message is None or not message._state.revoked:
+    if message is None or not message.partition_revoked:
         return False
     # The job now knows and may stop half-way: whatever it returns, its
     # offset is not committed, so the new owner runs it in full.
@@ -64,7 +64,7 @@ class Revocation(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         if not isinstance(message, KafkaMessageProxy):
             return
-        if message._state.revoked:
+        if message.partition_revoked:
             message.cancelled = True
             raise SkipMessage(
                 f"partition {message.partition} was revoked before {message.message_id} started"

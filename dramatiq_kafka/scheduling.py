@@ -1,0 +1,495 @@
+"""The per-partition state machine of a consumer, with no Kafka in it.
+
+Every record a consumer takes becomes a :class:`Job` and is, at every moment, in
+exactly one :class:`JobState`::
+
+    BUFFERED ──start──> RUNNING ──> AWAITING_SENDS ──> FINISHED
+                          │  ▲            │               ▲
+                          │  └── due ─────┼── WAITING_RETRY│
+                          │               ▼               │
+                          └────────> DEAD_LETTERING ──────┘
+    (any unfinished state) ──revocation, shutdown, revoked()──> HANDED_BACK
+
+FINISHED records are committable; HANDED_BACK ones stay uncommitted for the
+partition's next owner; the others wait for something with a known wake-up:
+a free slot (BUFFERED), the job's thread (RUNNING), Kafka's delivery reports
+(AWAITING_SENDS, DEAD_LETTERING), or a due time (WAITING_RETRY, and
+DEAD_LETTERING after a refused write).
+
+The rules of a partition:
+
+* jobs start in offset order, at most ``limit`` in flight over all partitions;
+  jobs sharing a key never overlap, and a busy key holds back the records
+  behind it; an ordered partition has at most one unfinished job;
+* while any of its jobs waits for a retry or a dead letter, a partition starts
+  no new record; each failed job runs again when its own backoff is due (the
+  lowest offset first), so a burst of failures neither loses a job nor runs
+  again one that succeeded;
+* the committable watermark never passes an unfinished record;
+* a partition is paused only while it has a wake-up.
+
+The consumer (``consumer.py``) feeds it Kafka's events under its lock and acts
+on what it returns; ``tests/test_scheduling_model.py`` checks it against a
+reference model over random interleavings.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter, deque
+from typing import Any
+
+from .offsets import PartitionOffsets
+
+
+class JobState(enum.Enum):
+    """Where a record stands (see the module's docstring)."""
+
+    BUFFERED = "buffered"
+    RUNNING = "running"
+    AWAITING_SENDS = "awaiting sends"
+    WAITING_RETRY = "waiting for a retry"
+    DEAD_LETTERING = "being dead-lettered"
+    FINISHED = "finished"
+    HANDED_BACK = "handed back"
+
+
+#: Jobs handed out and not yet settled: they count against the in-flight limit.
+IN_FLIGHT = frozenset({JobState.RUNNING, JobState.AWAITING_SENDS})
+
+
+class Job:
+    """A record taken from a partition, and what became of it.
+
+    Attributes:
+      schedule(PartitionSchedule): The partition (of one assignment) it came from.
+      offset(int): Its offset.
+      key(bytes): Its record key; jobs sharing a key never overlap.
+      record: What the consumer keeps of it (the Kafka record).
+      state(JobState): Where it stands.
+      failures(int): Failed runs that spent its retry budget.
+      runs(int): How many times it started.
+      due(float): When a WAITING_RETRY job runs again, or when the write of a
+        DEAD_LETTERING job is tried again (``None`` while a write is in flight).
+      attempts_of_write(int): Dead-letter writes tried so far.
+      detail: What the consumer keeps for its next step (the dead letter's headers).
+    """
+
+    __slots__ = (
+        "attempts_of_write",
+        "detail",
+        "due",
+        "failures",
+        "key",
+        "offset",
+        "record",
+        "runs",
+        "schedule",
+        "state",
+    )
+
+    def __init__(self, schedule: PartitionSchedule, offset: int, key: bytes | None, record: Any) -> None:
+        self.schedule = schedule
+        self.offset = offset
+        self.key = key
+        self.record = record
+        self.state = JobState.BUFFERED
+        self.failures = 0
+        self.runs = 0
+        self.due: float | None = None
+        self.attempts_of_write = 0
+        self.detail: Any = None
+
+    @property
+    def partition(self) -> int:
+        return self.schedule.partition
+
+    def __repr__(self) -> str:
+        return f"Job({self.partition}@{self.offset}, {self.state.value})"
+
+
+class PartitionSchedule:
+    """One assigned partition of one assignment: its jobs and offsets.
+
+    A partition assigned again after a revocation gets a new schedule: nothing
+    of the old assignment acts on the new one.
+
+    Parameters:
+      partition(int): The partition number.
+      ordered(bool): Run one job at a time.
+      buffer_limit(int): Buffered records past which fetching is paused.
+
+    Attributes:
+      buffer: Records fetched and not yet started, in offset order.
+      jobs: Jobs started and not yet finished or handed back, by offset.
+      offsets: The committable watermark.
+      keys: Keys of the jobs in flight, with their counts.
+      in_flight(int): Jobs running or awaiting their sends.
+      retries_waiting(int): Jobs waiting for a retry.
+      dead_letters_pending(int): Jobs being dead-lettered.
+      streak(int): Failures since a job last succeeded at its first run: the
+        retry budget of an ordered partition.
+      revoked(bool): Taken away (or the consumer closing): nothing new starts.
+      owned(bool): Still this consumer's: false once the revocation's grace
+        is over and the partition forgotten.
+      paused: Whether Kafka's fetching is paused for it; ``None`` until this
+        assignment told librdkafka (which keeps a pause across assignments).
+    """
+
+    def __init__(self, partition: int, *, ordered: bool = False, buffer_limit: int = 1000) -> None:
+        self.partition = partition
+        self.ordered = ordered
+        self.buffer_limit = buffer_limit
+        self.buffer: deque[Job] = deque()
+        self.jobs: dict[int, Job] = {}
+        self.offsets = PartitionOffsets()
+        self.keys: Counter[bytes] = Counter()
+        self.in_flight = 0
+        self.retries_waiting = 0
+        self.dead_letters_pending = 0
+        self.streak = 0
+        self.revoked = False
+        self.owned = True
+        self.paused: bool | None = None
+
+    # -- what the partition may do --------------------------------------------------------------------
+
+    @property
+    def blocked(self) -> bool:
+        """Whether new records must wait: a retry or a dead letter is pending."""
+        return self.retries_waiting > 0 or self.dead_letters_pending > 0
+
+    def startable(self, now: float) -> Job | None:
+        """The job that may start now, if any (the in-flight limit aside)."""
+        if self.revoked:
+            return None
+        if self.retries_waiting:
+            due = [
+                job
+                for job in self.jobs.values()
+                if job.state is JobState.WAITING_RETRY
+                and job.due is not None
+                and job.due <= now
+                and not (job.key is not None and self.keys[job.key])
+            ]
+            return min(due, key=lambda job: job.offset, default=None)
+        if self.dead_letters_pending or not self.buffer or (self.ordered and self.jobs):
+            return None
+        head = self.buffer[0]
+        # A busy key holds back the records behind it: each key keeps its order.
+        if head.key is not None and self.keys[head.key]:
+            return None
+        return head
+
+    def wants_pause(self) -> bool:
+        """Whether fetching should be paused: the partition is blocked, or
+        its buffer is full."""
+        return self.blocked or len(self.buffer) >= self.buffer_limit
+
+    def pause_reason(self, now: float) -> str:
+        """Why the partition is paused, for logs and status."""
+        for job in sorted(self.jobs.values(), key=lambda job: job.offset):
+            if job.state is JobState.WAITING_RETRY and job.due is not None:
+                return (
+                    f"offset {job.offset} waits for retry {job.failures or 1} "
+                    f"(due in {max(0.0, job.due - now):.1f}s)"
+                )
+            if job.state is JobState.DEAD_LETTERING:
+                return f"offset {job.offset} is being dead-lettered"
+        return f"{len(self.buffer)} records buffered"
+
+    def next_due(self) -> float | None:
+        """The earliest due time of a retry or a dead-letter write."""
+        if not (self.retries_waiting or self.dead_letters_pending):
+            return None
+        return min((job.due for job in self.jobs.values() if job.due is not None), default=None)
+
+    def jobs_in(self, *states: JobState) -> list[Job]:
+        """The started jobs in one of ``states``."""
+        return [job for job in self.jobs.values() if job.state in states]
+
+    # -- transitions (the Scheduler checks that a job is current first) -------------------------------
+
+    def fetched(self, offset: int, key: bytes | None, record: Any) -> Job:
+        self.offsets.track(offset)
+        job = Job(self, offset, key, record)
+        self.buffer.append(job)
+        return job
+
+    def adopt(self, offset: int, key: bytes | None, record: Any) -> Job:
+        """A record taken outside the buffer (by the delay consumer), as a job in flight."""
+        job = self.fetched(offset, key, record)
+        self.start(job)
+        return job
+
+    def start(self, job: Job) -> None:
+        if job.state is JobState.BUFFERED:
+            assert self.buffer[0] is job, "records start in offset order"
+            self.buffer.popleft()
+            self.jobs[job.offset] = job
+        else:
+            assert job.state is JobState.WAITING_RETRY
+            self.retries_waiting -= 1
+        job.state = JobState.RUNNING
+        job.due = None
+        job.runs += 1
+        self.in_flight += 1
+        if job.key is not None:
+            self.keys[job.key] += 1
+
+    def leave(self, job: Job, state: JobState) -> None:
+        """Move ``job`` to ``state``, keeping the counters and the key table."""
+        old = job.state
+        if old in IN_FLIGHT and state not in IN_FLIGHT:
+            self.in_flight -= 1
+            if job.key is not None:
+                self.keys[job.key] -= 1
+                if self.keys[job.key] <= 0:
+                    del self.keys[job.key]
+        self.retries_waiting += (state is JobState.WAITING_RETRY) - (old is JobState.WAITING_RETRY)
+        self.dead_letters_pending += (state is JobState.DEAD_LETTERING) - (old is JobState.DEAD_LETTERING)
+        if old is JobState.BUFFERED:
+            if self.buffer and self.buffer[0] is job:
+                self.buffer.popleft()
+            else:
+                self.buffer.remove(job)
+            self.jobs[job.offset] = job
+        job.state = state
+        if state is JobState.FINISHED:
+            self.offsets.mark_done(job.offset)
+        if state in (JobState.FINISHED, JobState.HANDED_BACK):
+            # Nothing of a job outlives it: the watermark keeps what commits need.
+            self.jobs.pop(job.offset, None)
+            job.detail = None
+
+
+class Scheduler:
+    """The partitions of one consumer, and the in-flight limit they share.
+
+    Every method is an event; events about a job of a partition that is no
+    longer assigned (or was assigned again since) change nothing and return
+    ``False``.  Not thread-safe: the consumer calls it under its lock.
+
+    Parameters:
+      limit(int): The most jobs in flight at once (Dramatiq's prefetch).
+      ordered(bool): One job per partition at a time.
+      buffer_limit(int): Buffered records per partition past which its
+        fetching pauses.
+      schedule_type(type): The per-partition state (the delay consumer
+        keeps more of it).
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        ordered: bool = False,
+        buffer_limit: int = 1000,
+        schedule_type: type[PartitionSchedule] = PartitionSchedule,
+    ) -> None:
+        self.limit = max(1, limit)
+        self.ordered = ordered
+        self.buffer_limit = buffer_limit
+        self.schedule_type = schedule_type
+        self.partitions: dict[int, PartitionSchedule] = {}
+        self._cursor = 0
+
+    # -- assignment ---------------------------------------------------------------------------------
+
+    def assign(self, partition: int) -> PartitionSchedule:
+        schedule = self.schedule_type(partition, ordered=self.ordered, buffer_limit=self.buffer_limit)
+        self.partitions[partition] = schedule
+        return schedule
+
+    def revoke(self, partition: int) -> PartitionSchedule | None:
+        """Start taking a partition away: nothing new starts, what waited is
+        handed back; jobs in flight and dead letters being written may still
+        finish (within the consumer's grace) until :meth:`forget`."""
+        schedule = self.partitions.get(partition)
+        if schedule is None:
+            return None
+        schedule.revoked = True
+        for job in schedule.buffer:
+            job.state = JobState.HANDED_BACK
+        schedule.buffer.clear()
+        for job in list(schedule.jobs_in(JobState.WAITING_RETRY)):
+            schedule.leave(job, JobState.HANDED_BACK)
+        for job in list(schedule.jobs_in(JobState.DEAD_LETTERING)):
+            if job.due is not None:  # a refused write is not tried again
+                schedule.leave(job, JobState.HANDED_BACK)
+        return schedule
+
+    def forget(self, partition: int) -> None:
+        """The partition is gone: every unfinished job of it is handed back,
+        and their later events are ignored."""
+        schedule = self.revoke(partition)
+        if schedule is None:
+            return
+        for job in list(schedule.jobs.values()):
+            schedule.leave(job, JobState.HANDED_BACK)
+        schedule.owned = False
+        del self.partitions[partition]
+
+    def current(self, job: Job) -> bool:
+        """Whether events about ``job`` still count."""
+        return self.partitions.get(job.partition) is job.schedule
+
+    # -- starting jobs ------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return sum(schedule.in_flight for schedule in self.partitions.values())
+
+    def fetched(self, partition: int, offset: int, key: bytes | None, record: Any) -> Job | None:
+        schedule = self.partitions.get(partition)
+        if schedule is None or schedule.revoked:
+            return None
+        return schedule.fetched(offset, key, record)
+
+    def next_job(self, now: float) -> Job | None:
+        """Start the next job that may start, taking partitions in turn."""
+        if self.in_flight >= self.limit:
+            return None
+        schedules = list(self.partitions.values())
+        for i in range(len(schedules)):
+            schedule = schedules[(self._cursor + i) % len(schedules)]
+            job = schedule.startable(now)
+            if job is not None:
+                self._cursor += i + 1
+                schedule.start(job)
+                return job
+        return None
+
+    def can_start(self, now: float) -> bool:
+        return self.in_flight < self.limit and any(s.startable(now) for s in self.partitions.values())
+
+    # -- how jobs end -------------------------------------------------------------------------------
+
+    def _move(self, job: Job, state: JobState, *allowed: JobState) -> bool:
+        if not self.current(job) or job.state not in allowed:
+            return False
+        job.schedule.leave(job, state)
+        return True
+
+    def succeeded(self, job: Job) -> bool:
+        """The job (and the sends it made) succeeded: its offset is finished."""
+        schedule = job.schedule
+        if not self._move(job, JobState.FINISHED, *IN_FLIGHT):
+            return False
+        if job.failures == 0:
+            schedule.streak = 0
+        return True
+
+    def awaiting_sends(self, job: Job) -> bool:
+        """The job returned; Kafka has yet to acknowledge what it enqueued."""
+        if not self.current(job) or job.state not in IN_FLIGHT:
+            return False
+        job.state = JobState.AWAITING_SENDS
+        return True
+
+    def failed(self, job: Job, *, spent: bool) -> bool:
+        """Count a failed run against the job's budget (``spent``) and the
+        partition's streak; ``False`` when the job is no longer current."""
+        if not self.current(job) or job.state not in IN_FLIGHT:
+            return False
+        if spent:
+            job.failures += 1
+            job.schedule.streak += 1
+        return True
+
+    def retry(self, job: Job, due: float) -> bool:
+        """The job runs again at ``due``; a revoked partition hands it back."""
+        if job.schedule.revoked:
+            self.hand_back(job)
+            return False
+        if not self._move(job, JobState.WAITING_RETRY, *IN_FLIGHT):
+            return False
+        job.due = due
+        return True
+
+    def dead_lettering(self, job: Job) -> bool:
+        """A write of the job to the dead-letter topic is in flight."""
+        if not self._move(job, JobState.DEAD_LETTERING, JobState.BUFFERED, *IN_FLIGHT):
+            return False
+        job.due = None
+        job.attempts_of_write += 1
+        return True
+
+    def dead_letter_refused(self, job: Job, due: float) -> bool:
+        """Kafka refused the dead letter: write it again at ``due``."""
+        if not self.current(job) or job.state is not JobState.DEAD_LETTERING or job.due is not None:
+            return False
+        if job.schedule.revoked:
+            self.hand_back(job)
+            return False
+        job.due = due
+        return True
+
+    def dead_letters_due(self, now: float) -> list[Job]:
+        """Dead letters whose write is due again; each is in flight once returned."""
+        due = []
+        for schedule in self.partitions.values():
+            if not schedule.dead_letters_pending or schedule.revoked:
+                continue
+            for job in schedule.jobs.values():
+                if job.state is JobState.DEAD_LETTERING and job.due is not None and job.due <= now:
+                    job.due = None
+                    job.attempts_of_write += 1
+                    due.append(job)
+        return due
+
+    def dead_lettered(self, job: Job) -> bool:
+        """Kafka has the dead letter: the job's offset is finished."""
+        if not self._move(job, JobState.FINISHED, JobState.DEAD_LETTERING):
+            return False
+        job.schedule.streak = 0
+        return True
+
+    def hand_back(self, job: Job) -> bool:
+        """Leave the job uncommitted for the partition's next owner."""
+        return self._move(
+            job,
+            JobState.HANDED_BACK,
+            JobState.BUFFERED,
+            JobState.WAITING_RETRY,
+            JobState.DEAD_LETTERING,
+            *IN_FLIGHT,
+        )
+
+    # -- what the consumer asks between events -------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        """The earliest due time of a retry or dead-letter write."""
+        return min(
+            (due for due in (s.next_due() for s in self.partitions.values()) if due is not None),
+            default=None,
+        )
+
+    def pause_changes(self) -> tuple[list[int], list[int]]:
+        """The partitions to pause and to resume now, so that librdkafka
+        matches what each partition wants (also when it never heard of this
+        assignment: it keeps a pause across revocations)."""
+        pause: list[int] = []
+        resume: list[int] = []
+        for schedule in self.partitions.values():
+            if schedule.revoked:
+                continue
+            wanted = schedule.wants_pause()
+            if wanted != schedule.paused:
+                schedule.paused = wanted
+                (pause if wanted else resume).append(schedule.partition)
+        return pause, resume
+
+    def commit_positions(self) -> dict[int, int]:
+        """Per partition, the watermark when it is ahead of the last commit."""
+        positions = {}
+        for partition, schedule in self.partitions.items():
+            watermark = schedule.offsets.commit_candidate()
+            if watermark is not None:
+                positions[partition] = watermark
+        return positions
+
+    def committed(self, partition: int, offset: int) -> None:
+        schedule = self.partitions.get(partition)
+        if schedule is not None:
+            schedule.offsets.committed(offset)

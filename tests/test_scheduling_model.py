@@ -1,0 +1,451 @@
+"""Model-based tests of the partition state machine (``scheduling.py`` and ``outcomes.py``).
+
+Hypothesis drives a :class:`Scheduler` the way the consumer does, with random
+interleavings of Kafka's and Dramatiq's events over three partitions: records
+produced and fetched, jobs started, succeeding, failing, cut short by a time
+limit or an interpreter exit, follow-up sends acknowledged or refused,
+backoffs falling due, dead letters acknowledged or refused, partitions
+revoked (with jobs finishing during the grace), lost and assigned again, and
+commits.  A small reference model (the partitions' logs, the committed
+offsets, what ran and how it ended) checks after every step:
+
+* the committed offset never passes a record that has not finished;
+* every record of the current assignment is in exactly one state, and the
+  scheduler's counters agree with the jobs;
+* a paused partition has a wake-up;
+* in-flight jobs never exceed the limit; jobs sharing a key never overlap;
+  an ordered partition never has two unfinished jobs;
+* a job that succeeded never runs again in the same assignment; in parallel
+  mode a job is dead-lettered only for its own failures;
+* and once everything succeeds from then on, every partition's watermark and
+  committed offset reach its end.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pytest
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from dramatiq_kafka.outcomes import Requeue, RetryInPlace, ToDeadLetters, decide, is_failure
+from dramatiq_kafka.retries import RetryPolicy
+from dramatiq_kafka.scheduling import IN_FLIGHT, Job, JobState, PartitionSchedule, Scheduler
+
+PARTITIONS = (0, 1, 2)
+KEYS = (None, b"a", b"b")
+MAX_RETRIES = 1
+POLICY = RetryPolicy(max_retries=MAX_RETRIES, min_backoff=100, max_backoff=400)
+ERRORS = {
+    "exception": lambda: RuntimeError("boom"),
+    "time limit": lambda: TimeLimitExceeded(),
+    "exit": lambda: SystemExit(3),
+}
+
+
+@dataclass
+class Record:
+    key: bytes | None
+    carried_failures: int = 0  # a requeued copy carries its job's failures
+
+
+@dataclass
+class Ledger:
+    """What happened to each record, across assignments."""
+
+    finished: set[tuple[int, int]] = field(default_factory=set)
+    dead_lettered: Counter[tuple[int, int]] = field(default_factory=Counter)
+
+
+class PartitionMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.logs: dict[int, list[Record]] = {p: [] for p in PARTITIONS}
+        self.committed = dict.fromkeys(PARTITIONS, 0)
+        self.positions: dict[int, int] = {}  # fetch position of assigned partitions
+        self.ledger = Ledger()
+        self.running: list[Job] = []  # handed to "Dramatiq", not yet acked
+        self.awaiting: list[tuple[Job, Record | None]] = []  # sends (or a requeued copy) in flight
+        self.writes: list[Job] = []  # dead letters in flight
+        self.succeeded_here: set[Job] = set()  # jobs that succeeded (kept alive: no id is reused)
+        self.scheduler = Scheduler(limit=2)
+        self.requeue = False
+        # librdkafka's own pause flag: it outlives revocations and assignments.
+        self.kafka_paused = dict.fromkeys(PARTITIONS, False)
+
+    @initialize(limit=st.sampled_from([1, 2, 4]), ordered=st.booleans(), requeue=st.booleans())
+    def setup(self, limit: int, ordered: bool, requeue: bool) -> None:
+        self.scheduler = Scheduler(limit=limit, ordered=ordered, buffer_limit=3)
+        self.requeue = requeue
+        for p in PARTITIONS:
+            self._assign(p)
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _assign(self, partition: int) -> None:
+        self.scheduler.assign(partition)
+        self.positions[partition] = self.committed[partition]
+
+    def _current(self, job: Job) -> bool:
+        return self.scheduler.current(job)
+
+    def _apply_brakes(self) -> None:
+        """What the consumer's brake pass tells librdkafka."""
+        pause, resume = self.scheduler.pause_changes()
+        self.kafka_paused.update(dict.fromkeys(pause, True) | dict.fromkeys(resume, False))
+
+    def _leave(self, partition: int) -> None:
+        """What the consumer does as a partition leaves: resume it, then forget it."""
+        self.kafka_paused[partition] = False
+        self.scheduler.forget(partition)
+        del self.positions[partition]
+
+    def _finished(self, job: Job, *, dead: bool = False) -> None:
+        self.ledger.finished.add((job.partition, job.offset))
+        if dead:
+            self.ledger.dead_lettered[(job.partition, job.offset)] += 1
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        """What the consumer's ``_failed`` does with a failed run."""
+        if self.requeue:
+            carried = self.logs[job.partition][job.offset].carried_failures
+            job.failures = max(job.failures, carried)
+        if not self.scheduler.failed(job, spent=is_failure(error)):
+            return
+        outcome = decide(
+            POLICY,
+            error,
+            failures=job.failures,
+            streak=job.schedule.streak,
+            shared_budget=self.scheduler.ordered,
+            requeue=self.requeue,
+        )
+        if isinstance(outcome, ToDeadLetters):
+            if not self.scheduler.ordered:
+                assert job.failures == MAX_RETRIES + 1, "dead-lettered for failures not its own"
+            if self.scheduler.dead_lettering(job):
+                self.writes.append(job)
+        elif isinstance(outcome, Requeue):
+            if self.scheduler.awaiting_sends(job):
+                self.awaiting.append((job, Record(job.key, job.failures)))
+        else:
+            assert isinstance(outcome, RetryInPlace)
+            assert outcome.spent == is_failure(error)
+            self.scheduler.retry(job, self.now + outcome.delay / 1000)
+
+    # -- Kafka's events -------------------------------------------------------------------------------
+
+    @rule(partition=st.sampled_from(PARTITIONS), key=st.sampled_from(KEYS), count=st.integers(1, 3))
+    def produce(self, partition: int, key: bytes | None, count: int) -> None:
+        self.logs[partition].extend(Record(key) for _ in range(count))
+
+    @rule(count=st.integers(1, 4))
+    def fetch_all(self, count: int) -> None:
+        for partition in PARTITIONS:
+            self.fetch(partition, count)
+
+    def fetch(self, partition: int, count: int) -> None:
+        schedule = self.scheduler.partitions.get(partition)
+        if schedule is None or schedule.revoked or self.kafka_paused[partition]:
+            return
+        log = self.logs[partition]
+        while count and self.positions[partition] < len(log):
+            offset = self.positions[partition]
+            self.scheduler.fetched(partition, offset, log[offset].key, log[offset])
+            self.positions[partition] += 1
+            count -= 1
+
+    @rule(
+        partition=st.sampled_from(PARTITIONS),
+        kind=st.sampled_from(["revoke", "grace over", "lost", "assign", "bounce"]),
+    )
+    def rebalance(self, partition: int, kind: str) -> None:
+        """A revocation starts (jobs in flight may still finish), the grace of every revocation
+        ends (a synchronous commit, then the partition is gone), a partition is lost (no
+        commit) or assigned, or it bounces: revoked, gone and assigned again at once (a member
+        joined and left)."""
+        if kind in ("revoke", "bounce"):
+            self.scheduler.revoke(partition)
+        if kind in ("grace over", "bounce"):
+            revoked = [p for p, s in self.scheduler.partitions.items() if s.revoked]
+            self.commit()
+            for p in revoked:
+                self._leave(p)
+        if kind == "lost" and partition in self.scheduler.partitions:
+            self._leave(partition)
+        if kind in ("assign", "bounce") and partition not in self.scheduler.partitions:
+            self._assign(partition)
+
+    def commit(self) -> None:
+        for partition, watermark in self.scheduler.commit_positions().items():
+            self.committed[partition] = watermark
+            self.scheduler.committed(partition, watermark)
+
+    @rule(seconds=st.sampled_from([0.0, 0.05, 0.2, 1.0]))
+    def time_passes(self, seconds: float) -> None:
+        """Time passes; the consumer's loop commits and writes the dead letters that are due."""
+        self.now += seconds
+        self.commit()
+        self.writes.extend(self.scheduler.dead_letters_due(self.now))
+
+    @precondition(lambda self: self.writes)
+    @rule(data=st.data(), delivered=st.booleans())
+    def dead_letter_reported(self, data: st.DataObject, delivered: bool) -> None:
+        job = self.writes.pop(data.draw(st.integers(0, len(self.writes) - 1)))
+        if delivered:
+            if self.scheduler.dead_lettered(job):
+                self._finished(job, dead=True)
+        else:
+            self.scheduler.dead_letter_refused(job, self.now + 1.0)
+
+    @precondition(lambda self: self.awaiting)
+    @rule(data=st.data(), delivered=st.booleans())
+    def sends_reported(self, data: st.DataObject, delivered: bool) -> None:
+        job, copy = self.awaiting.pop(data.draw(st.integers(0, len(self.awaiting) - 1)))
+        if delivered:
+            if copy is not None:
+                self.logs[job.partition].append(copy)
+            if self.scheduler.succeeded(job):
+                self._finished(job)
+                self.succeeded_here.add(job)
+        elif copy is not None:  # the requeued copy was refused: retry in place
+            self.scheduler.retry(job, self.now + 0.1)
+        else:
+            self._fail(job, RuntimeError("follow-up refused"))
+
+    # -- Dramatiq's events ----------------------------------------------------------------------------
+
+    @rule(count=st.integers(1, 3))
+    def start(self, count: int) -> None:
+        for _ in range(count):
+            job = self.scheduler.next_job(self.now)
+            if job is None:
+                return
+            assert job not in self.succeeded_here, f"{job} ran again after it succeeded"
+            assert not job.schedule.revoked
+            self.running.append(job)
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data(), with_sends=st.booleans())
+    def job_succeeds(self, data: st.DataObject, with_sends: bool) -> None:
+        job = self.running.pop(data.draw(st.integers(0, len(self.running) - 1)))
+        if with_sends:
+            if self.scheduler.awaiting_sends(job):
+                self.awaiting.append((job, None))
+        elif self.scheduler.succeeded(job):
+            self._finished(job)
+            self.succeeded_here.add(job)
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data(), kind=st.sampled_from(sorted(ERRORS)))
+    def job_fails(self, data: st.DataObject, kind: str) -> None:
+        job = self.running.pop(data.draw(st.integers(0, len(self.running) - 1)))
+        if self._current(job):
+            self._fail(job, ERRORS[kind]())
+
+    @precondition(lambda self: any(job.schedule.revoked for job in self.running))
+    @rule(data=st.data())
+    def job_sees_revoked(self, data: st.DataObject) -> None:
+        revoked = [job for job in self.running if job.schedule.revoked]
+        job = data.draw(st.sampled_from(revoked))
+        self.running.remove(job)
+        self.scheduler.hand_back(job)
+
+    # -- invariants -----------------------------------------------------------------------------------
+
+    @invariant()
+    def committed_never_passes_an_unfinished_record(self) -> None:
+        for partition, committed in self.committed.items():
+            for offset in range(committed):
+                assert (partition, offset) in self.ledger.finished, (
+                    f"committed {partition}@{committed} past unfinished offset {offset}"
+                )
+
+    @invariant()
+    def every_record_is_in_exactly_one_state(self) -> None:
+        for partition, schedule in self.scheduler.partitions.items():
+            buffered = [job.offset for job in schedule.buffer]
+            started = list(schedule.jobs)
+            assert all(job.state is JobState.BUFFERED for job in schedule.buffer)
+            assert not set(buffered) & set(started)
+            assert all(
+                job.state not in (JobState.BUFFERED, JobState.FINISHED, JobState.HANDED_BACK)
+                for job in schedule.jobs.values()
+            )
+            watermark = schedule.offsets.watermark
+            for offset in buffered + started:
+                assert offset >= watermark, f"{partition}@{offset} unfinished below watermark {watermark}"
+            states = Counter(job.state for job in schedule.jobs.values())
+            assert schedule.in_flight == sum(states[s] for s in IN_FLIGHT)
+            assert schedule.retries_waiting == states[JobState.WAITING_RETRY]
+            assert schedule.dead_letters_pending == states[JobState.DEAD_LETTERING]
+            for job in schedule.jobs.values():
+                if job.state is JobState.RUNNING:
+                    assert job in self.running
+                elif job.state is JobState.AWAITING_SENDS:
+                    assert any(j is job for j, _ in self.awaiting)
+                elif job.state is JobState.WAITING_RETRY:
+                    assert job.due is not None, "a retry without a due time"
+                elif job.state is JobState.DEAD_LETTERING:
+                    assert (job.due is None) == (job in self.writes), "a dead letter neither written nor due"
+
+    @invariant()
+    def a_paused_partition_has_a_wake_up(self) -> None:
+        self._apply_brakes()
+        can_start = self.scheduler.can_start(self.now)
+        for schedule in self.scheduler.partitions.values():
+            if schedule.revoked or not schedule.paused:
+                continue
+            assert (
+                schedule.retries_waiting
+                or schedule.dead_letters_pending
+                or (schedule.buffer and (self.scheduler.in_flight or can_start))
+            ), f"partition {schedule.partition} paused with nothing to wake it"
+
+    @invariant()
+    def limits_keys_and_order_hold(self) -> None:
+        assert self.scheduler.in_flight <= self.scheduler.limit
+        for schedule in self.scheduler.partitions.values():
+            keys = Counter(job.key for job in schedule.jobs.values() if job.state in IN_FLIGHT and job.key)
+            assert all(count == 1 for count in keys.values()), f"same-key jobs overlap: {keys}"
+            if self.scheduler.ordered:
+                assert len(schedule.jobs) <= 1, "an ordered partition runs two jobs"
+
+    # -- liveness -------------------------------------------------------------------------------------
+
+    @rule()
+    def everything_succeeds_from_now_on(self) -> None:
+        for partition in PARTITIONS:
+            self.rebalance(partition, "grace over")
+            self.rebalance(partition, "assign")
+        for _ in range(200):
+            for job, copy in self.awaiting:
+                if copy is not None:
+                    self.logs[job.partition].append(copy)
+                if self.scheduler.succeeded(job):
+                    self._finished(job)
+            self.awaiting.clear()
+            for job in self.writes:
+                if self.scheduler.dead_lettered(job):
+                    self._finished(job, dead=True)
+            self.writes.clear()
+            for job in self.running:
+                if self.scheduler.succeeded(job):
+                    self._finished(job)
+            self.running.clear()
+            self._apply_brakes()
+            for partition in PARTITIONS:
+                self.fetch(partition, 10)
+            while (job := self.scheduler.next_job(self.now)) is not None:
+                self.running.append(job)
+            self.writes.extend(self.scheduler.dead_letters_due(self.now))
+            self.now += 60.0
+            done = all(
+                self.scheduler.partitions[p].offsets.watermark == len(self.logs[p]) or not self.logs[p]
+                for p in PARTITIONS
+            )
+            if done and not (self.running or self.awaiting or self.writes):
+                break
+        self.commit()
+        for partition in PARTITIONS:
+            assert self.committed[partition] == len(self.logs[partition]), (
+                f"partition {partition} stuck at {self.committed[partition]} of {len(self.logs[partition])}"
+            )
+
+
+PartitionMachine.TestCase.settings = settings(
+    max_examples=300,
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestPartitionMachine = PartitionMachine.TestCase
+
+
+# -- the model finds the defects of the consumer it replaced --------------------------------------
+#
+# Each mutant puts one rule of the old consumer (2883afe) back into the state machine; the model
+# must find a failing interleaving for every one of them, or it proves nothing.
+
+
+def _one_retry_slot(self: Scheduler, job: Job, due: float) -> bool:
+    # Defect 1: a partition kept one pending retry; a second failure overwrote the first.
+    for other in job.schedule.jobs_in(JobState.WAITING_RETRY):
+        del job.schedule.jobs[other.offset]
+        job.schedule.retries_waiting -= 1
+    return ORIGINAL_RETRY(self, job, due)
+
+
+def _paused_flag_starts_false(self: Scheduler, partition: int) -> PartitionSchedule:
+    # Defect 2: a new assignment believed its partition resumed, and nothing resumed it.
+    schedule = ORIGINAL_ASSIGN(self, partition)
+    schedule.paused = False
+    return schedule
+
+
+def _no_resume_on_leaving(self: PartitionMachine, partition: int) -> None:
+    self.scheduler.forget(partition)
+    del self.positions[partition]
+
+
+def _cut_short_is_abandoned(self: PartitionMachine, job: Job, error: BaseException) -> None:
+    # Defect 3: a BaseException (time limit, SystemExit) left the job unfinished for good.
+    if isinstance(error, Exception):
+        ORIGINAL_FAIL(self, job, error)
+    else:
+        job.schedule.leave(job, JobState.HANDED_BACK)
+
+
+def _shared_streak_everywhere(
+    policy: RetryPolicy, error: BaseException, *, shared_budget: bool, **counts: int
+) -> object:
+    # Defect 5: the partition's streak was the budget in parallel mode too.
+    return ORIGINAL_DECIDE(policy, error, shared_budget=True, **counts)
+
+
+ORIGINAL_RETRY = Scheduler.retry
+ORIGINAL_ASSIGN = Scheduler.assign
+ORIGINAL_FAIL = PartitionMachine._fail
+ORIGINAL_DECIDE = decide
+
+
+@pytest.mark.parametrize(
+    "mutants",
+    [
+        [(Scheduler, "retry", _one_retry_slot)],
+        [
+            (Scheduler, "assign", _paused_flag_starts_false),
+            (PartitionMachine, "_leave", _no_resume_on_leaving),
+        ],
+        [(PartitionMachine, "_fail", _cut_short_is_abandoned)],
+        [(sys.modules[__name__], "decide", _shared_streak_everywhere)],
+    ],
+    ids=[
+        "defect-1-retry-overwritten",
+        "defect-2-paused-after-rebalance",
+        "defect-3-cut-short",
+        "defect-5-shared-budget",
+    ],
+)
+def test_the_model_finds_the_old_consumers_defects(
+    monkeypatch: pytest.MonkeyPatch, mutants: list[tuple[object, str, object]]
+) -> None:
+    for owner, name, replacement in mutants:
+        monkeypatch.setattr(owner, name, replacement)
+    case = PartitionMachine.TestCase
+    monkeypatch.setattr(
+        case,
+        "settings",
+        settings(case.settings, max_examples=1000, database=None, phases=[Phase.generate], derandomize=True),
+    )
+    with pytest.raises((AssertionError, ExceptionGroup)) as raised:
+        case().runTest()
+    # Hypothesis groups distinct failures; an invariant must be among them, not a crash.
+    if isinstance(raised.value, ExceptionGroup):
+        assert raised.value.subgroup(AssertionError) is not None, raised.value
