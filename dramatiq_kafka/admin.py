@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -12,11 +13,15 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from dramatiq.logging import get_logger
 
 from .client_errors import ClientErrors
+from .client_log import with_log
 from .errors import KafkaBrokerError, KafkaConnectionError
 
 #: The longest single metadata request: between two, an authentication
 #: failure reported meanwhile ends the wait.
 METADATA_SLICE = 1.0
+#: The same before the first success: a refused connection is known to
+#: librdkafka within milliseconds, and ends the wait at the next look.
+FIRST_CONTACT_SLICE = 0.05
 
 #: Errors of a group coordinator that moves or loads (after a broker start or
 #: restart): asking again shortly succeeds.
@@ -73,6 +78,7 @@ class TopicAdmin:
         self._admin: AdminClient | None = None
         self._inspector: Consumer | None = None
         self._ensured: set[str] = set()
+        self._reached_pid: int | None = None
         self.errors = ClientErrors(config, "admin client")
 
     @property
@@ -84,7 +90,7 @@ class TopicAdmin:
         with self._lock:
             if self._admin is None:
                 config: dict[str, Any] = {**self.config, "error_cb": self.errors}
-                self._admin = AdminClient(config)
+                self._admin = AdminClient(with_log(config, "admin client"))
             return self._admin
 
     @property
@@ -94,12 +100,15 @@ class TopicAdmin:
         with self._lock:
             if self._inspector is None:
                 self._inspector = Consumer(
-                    {
-                        **self.config,
-                        "group.id": self.group_id,
-                        "enable.auto.commit": False,
-                        "error_cb": self.errors,
-                    }
+                    with_log(
+                        {
+                            **self.config,
+                            "group.id": self.group_id,
+                            "enable.auto.commit": False,
+                            "error_cb": self.errors,
+                        },
+                        "offsets reader",
+                    )
                 )
             return self._inspector
 
@@ -127,16 +136,30 @@ class TopicAdmin:
         deadline = time.monotonic() + self.timeout
         while True:
             remaining = deadline - time.monotonic()
+            slice_ = METADATA_SLICE if self.errors.reached else FIRST_CONTACT_SLICE
             try:
-                metadata = admin.list_topics(topic=topic, timeout=max(0.1, min(METADATA_SLICE, remaining)))
+                metadata = admin.list_topics(topic=topic, timeout=max(0.01, min(slice_, remaining)))
             except KafkaException as e:
-                admin.poll(0)  # serves error_cb
+                admin.poll(0)  # serves error_cb (and the log)
                 self.errors.check()
+                self.errors.check_first_contact()
                 if time.monotonic() >= deadline:
                     raise self._unreachable(e.args[0]) from None
                 continue
             self.errors.succeeded()
             return metadata
+
+    def check_reachable(self) -> None:
+        """Make sure Kafka answers, once per process (a metadata request).
+
+        Raises:
+          KafkaConnectionError: At once when Kafka refuses connections (a
+            wrong address), after ``timeout`` when it does not answer.
+          AuthenticationError: When Kafka refuses the credentials.
+        """
+        if self._reached_pid != os.getpid():
+            self._metadata()
+            self._reached_pid = os.getpid()
 
     def ensure(self, topics: dict[str, NewTopic]) -> None:
         """Create the topics that do not exist yet; use existing ones as they are.

@@ -17,6 +17,7 @@ from dramatiq.message import Message
 from dramatiq.middleware import Middleware, Retries
 
 from .admin import TopicAdmin
+from .client_log import with_log
 from .config import DeadLetter, QueueConfig, Unset
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
@@ -200,7 +201,11 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
     def ensure_topics(self, queue_name: str) -> None:
         """Create the topics of a queue (its own and its dead letters')
         when they are missing and ``create_topics`` is on."""
-        if not self.create_topics or queue_name in self._topics_ensured:
+        if not self.create_topics:
+            # Nothing to create, but a wrong address must fail this send, not a flush 30 s later.
+            self.admin.check_reachable()
+            return
+        if queue_name in self._topics_ensured:
             return
         config = self.queue_config(queue_name)
         # A delay topic has a partition per delay tier at least (see delays.py).
@@ -348,7 +353,8 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         options: dict[str, Any] = dict(
             queue_name=queue_name,
             topic=self.topic_name(queue_name),
-            config=self.consumer_config,
+            # librdkafka's log through Python logging (consumer.py passes the config on).
+            config=with_log(self.consumer_config, f"consumer of {self.topic_name(queue_name)!r}"),
             prefetch=prefetch,
             timeout=timeout,
             producer=self.producer,

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka import Message as KafkaRecord
 from dramatiq.logging import get_logger
 
+from .client_log import with_log
 from .errors import KafkaBrokerError, KafkaConnectionError
 from .offsets import decode_done_past, encode_done_past, encode_offsets
 from .producer import PRODUCER_DEFAULTS
@@ -207,8 +208,8 @@ class DeadLetterReader:
         self.timeout = timeout
         self.bootstrap_servers = str(config.get("bootstrap.servers"))
         self.consumer = Consumer(
-            {
-                **config,
+            with_log(config, "dead-letter reader")
+            | {
                 "group.id": group_id,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -427,7 +428,7 @@ def replay(
         partitions[partition] = _PartitionReplay(first, stop)
     total = sum(max(0, end[p] - start[p]) for p in start)
 
-    producer = None if dry_run else Producer({**PRODUCER_DEFAULTS, **config})
+    producer = None if dry_run else Producer(with_log({**PRODUCER_DEFAULTS, **config}, "replay producer"))
     lock = threading.Lock()
     unacknowledged: dict[tuple[int, int], str] = {}
 

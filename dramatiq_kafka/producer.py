@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from dramatiq.logging import get_logger
 
 from .client_errors import ClientErrors
+from .client_log import with_log
 from .errors import AuthenticationError, BufferFull, DeliveryError, DeliveryTimeout
 from .events import EVENTS
 from .wire import Headers, message_id_of
@@ -42,6 +43,10 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 MAX_REMEMBERED_FAILURES = 1000
 #: Seconds between two looks for an authentication failure while waiting.
 AUTH_CHECK_SLICE = 0.25
+#: Seconds the exit flush goes on once librdkafka said every broker is
+#: down (and nothing was delivered since): the records are lost either way,
+#: and a process must not hang for ``flush_timeout`` on its way out.
+EXIT_UNREACHABLE_GRACE = 5.0
 #: librdkafka's default ``message.max.bytes``.
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 
@@ -179,7 +184,7 @@ class KafkaProducer:
             return producer
         with self._lock:
             if self._producer is None or self._pid != os.getpid():
-                self._producer = Producer({**self.config, "error_cb": self.errors}, logger=self.logger)
+                self._producer = Producer(with_log({**self.config, "error_cb": self.errors}, "producer"))
                 self._pid = os.getpid()
                 self._closed = threading.Event()
                 threading.Thread(
@@ -255,7 +260,20 @@ class KafkaProducer:
     def _flush_at_exit(self, producer: Producer) -> None:
         if self._producer is not producer or self._pid != os.getpid():
             return
-        remaining = producer.flush(self.flush_timeout)
+        deadline = time.monotonic() + self.flush_timeout
+        while True:
+            remaining: int = producer.flush(max(0.0, min(AUTH_CHECK_SLICE, deadline - time.monotonic())))
+            if not remaining or time.monotonic() >= deadline:
+                break
+            if self.errors.down_for() >= EXIT_UNREACHABLE_GRACE:
+                self.logger.error(
+                    "%d record(s) were not delivered at exit and are lost: %s (gave up %.0f s after "
+                    "all brokers went down).",
+                    remaining,
+                    self.errors.unreachable(),
+                    EXIT_UNREACHABLE_GRACE,
+                )
+                return
         if remaining:
             self.logger.error("%d record(s) were still undelivered at exit and are lost.", remaining)
 
@@ -449,6 +467,10 @@ class KafkaProducer:
                 if not remaining or time.monotonic() >= deadline:
                     break
                 self.errors.check()
+                if not self.errors.reached and self.errors.down_for() > 0:
+                    # Never delivered anything and every broker refuses: a wrong address.
+                    self.reports.take()
+                    raise self.errors.unreachable_pending(remaining)
         failures = self.reports.take()
         if failures or remaining:
             lines = [f"{message_id}: {reason}" for message_id, reason in failures]

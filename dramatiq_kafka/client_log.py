@@ -1,0 +1,92 @@
+"""librdkafka's own log lines, through Python logging.
+
+Left alone, librdkafka writes its log to stderr in its own format
+(``%3|1700000000.123|FAIL|rdkafka#producer-1| ... Connection refused``),
+where no logging configuration reaches it, and repeats a failing connection
+every retry: about 200 lines in the 10 s a send waited for an unreachable
+Kafka.  Every client of this package gets a :class:`ClientLog` as its
+``logger`` setting instead: the lines go to the ``dramatiq_kafka.librdkafka``
+logger, at the level confluent-kafka maps from librdkafka's syslog level
+(0-2 CRITICAL, 3 ERROR, 4 WARNING, 5-6 INFO, 7 DEBUG), and a line that
+repeats within :data:`REPEAT_WINDOW` seconds is counted instead of logged
+again.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Any
+
+from dramatiq.logging import get_logger
+
+#: Seconds during which a repeated line is counted, not logged.
+REPEAT_WINDOW = 60.0
+#: The most distinct lines remembered; the oldest are forgotten first.
+MAX_REMEMBERED = 256
+
+# "after 0ms in state CONNECT", "3 identical error(s) suppressed", ports and
+# timestamps vary between repeats of the same complaint.
+_NUMBERS = re.compile(r"\d+")
+
+
+class ClientLog:
+    """The ``logger`` of one or several librdkafka clients.
+
+    confluent-kafka calls ``log(level, "%s [%s] %s", facility, client, text)``
+    from whichever thread serves the client's queue (``poll()``), so this is
+    thread-safe.
+
+    Parameters:
+      client(str): What the client is, for the log lines (``"producer"``).
+      window(float): Seconds during which a repeated line is only counted.
+    """
+
+    def __init__(self, client: str, *, window: float = REPEAT_WINDOW) -> None:
+        self.logger = get_logger("dramatiq_kafka", "librdkafka")
+        self.client = client
+        self.window = window
+        self._lock = threading.Lock()
+        # normalized line -> (first logged at, repeats counted since)
+        self._seen: dict[tuple[int, str], tuple[float, int]] = {}
+
+    def log(self, level: int, msg: str, *args: Any, **kwargs: Any) -> None:
+        text = msg % args if args else msg
+        if not self.logger.isEnabledFor(level):
+            return
+        key = (level, _NUMBERS.sub("#", text))
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and now - seen[0] < self.window:
+                self._seen[key] = (seen[0], seen[1] + 1)
+                return
+            repeats = seen[1] if seen is not None else 0
+            self._seen.pop(key, None)
+            self._seen[key] = (now, 0)
+            while len(self._seen) > MAX_REMEMBERED:
+                del self._seen[next(iter(self._seen))]
+        if repeats:
+            self.logger.log(
+                level,
+                "%s: %s (and %d more like it in the last %g s)",
+                self.client,
+                text,
+                repeats,
+                self.window,
+            )
+        else:
+            self.logger.log(level, "%s: %s", self.client, text)
+
+    def repeats(self) -> int:
+        """Lines counted but not logged since they were last logged."""
+        with self._lock:
+            return sum(count for _, count in self._seen.values())
+
+
+def with_log(config: dict[str, Any], client: str) -> dict[str, Any]:
+    """``config`` with a :class:`ClientLog` as its ``logger``, unless the user gave one."""
+    if "logger" in config:
+        return dict(config)
+    return {**config, "logger": ClientLog(client)}
