@@ -368,12 +368,16 @@ class KafkaProducer:
             limit = self.config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)
             return (
                 f"the record is {size} bytes, more than the producer's message.max.bytes ({limit}) "
-                f"allows: {error}"
+                f"allows: {error}. Raise it in KafkaBroker(producer_config={{'message.max.bytes': ...}}) "
+                f"and the topic's max.message.bytes with it (QueueConfig(topic_config=...) at creation, "
+                f"kafka-configs for an existing topic), or send a reference to the data instead"
             )
         # Kafka judges batches: a small record shares the fate of a large one sent with it.
         return (
             f"topic {topic!r} refused the batch of this {size}-byte record as too large "
-            f"(see the topic's max.message.bytes): {error}"
+            f"(see the topic's max.message.bytes): {error}. Raise the topic's max.message.bytes "
+            f"(QueueConfig(topic_config=...) at creation, kafka-configs for an existing topic), or "
+            f"send a reference to the data instead"
         )
 
     def send_all(self, records: list[OutgoingRecord], *, timeout: float | None = None) -> None:
@@ -424,7 +428,8 @@ class KafkaProducer:
                     on_delivery=on_delivery_of(record.message_id),
                 )
             except DeliveryError as e:
-                failures.append((record.message_id, str(e)))
+                # Refused before it left: its reason, not the error's text (which names the id again).
+                failures.extend(e.failures)
 
         def all_reported() -> bool:
             with reported:
@@ -439,14 +444,23 @@ class KafkaProducer:
                     r = by_id[message_id]
                     reason = self._describe(error, r.topic, r.value, r.key, r.headers, local=False)
                     failures.append((message_id, reason))
-            unreported = [(r.message_id, "timeout") for r in records if r.message_id not in outcomes]
+            refused = {message_id for message_id, _ in failures}
+            unreported = [
+                (r.message_id, "timeout")
+                for r in records
+                if r.message_id not in outcomes and r.message_id not in refused
+            ]
         if not failures and not unreported:
             return
         lines = "\n  ".join(f"{message_id}: {reason}" for message_id, reason in failures + unreported)
-        summary = (
-            f"{len(failures) + len(unreported)} of {len(records)} message(s) not acknowledged within "
-            f"{timeout:g}s (bootstrap servers {self.config.get('bootstrap.servers')!r}):\n  {lines}"
-        )
+        if not unreported and len(outcomes) == 0:
+            # Nothing was sent at all: no wait, no timeout to speak of.
+            summary = f"{len(failures)} of {len(records)} message(s) not sent:\n  {lines}"
+        else:
+            summary = (
+                f"{len(failures) + len(unreported)} of {len(records)} message(s) not acknowledged within "
+                f"{timeout:g}s (bootstrap servers {self.config.get('bootstrap.servers')!r}):\n  {lines}"
+            )
         raise (DeliveryError if failures else DeliveryTimeout)(summary, failures + unreported)
 
     def flush(self, timeout: float | None = None) -> None:
