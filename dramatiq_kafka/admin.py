@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
 from dramatiq.logging import get_logger
 
 from .client_errors import ClientErrors
@@ -79,6 +79,8 @@ class TopicAdmin:
         self._inspector: Consumer | None = None
         self._ensured: set[str] = set()
         self._reached_pid: int | None = None
+        #: Existing topics with fewer partitions than asked: name -> (have, wanted).
+        self.short_topics: dict[str, tuple[int, int]] = {}
         self.errors = ClientErrors(config, "admin client")
 
     @property
@@ -170,19 +172,60 @@ class TopicAdmin:
         wanted = {name: spec for name, spec in topics.items() if name not in self._ensured}
         if not wanted:
             return
-        existing = self.topic_names()
+        existing = self._metadata().topics
         missing = [spec for name, spec in wanted.items() if name not in existing]
+        for name, spec in wanted.items():
+            if name in existing and 0 < len(existing[name].partitions) < spec.num_partitions:
+                have = len(existing[name].partitions)
+                self.short_topics[name] = (have, spec.num_partitions)
+                # Silent, this is a second worker that never gets work.
+                self.logger.warning(
+                    "Topic %r has %d partition(s), fewer than the %d its QueueConfig asks: at most %d "
+                    "worker process(es) of the group get its jobs. `dramatiq-kafka topics ensure "
+                    "--add-partitions MODULE` adds them (keyed jobs then move to other partitions).",
+                    name,
+                    have,
+                    spec.num_partitions,
+                    have,
+                )
         if missing:
             futures = self.admin.create_topics(missing, request_timeout=self.timeout)
+            counts = {spec.topic: spec.num_partitions for spec in missing}
             for name, future in futures.items():
                 try:
                     future.result()
-                    self.logger.info("Created topic %r.", name)
+                    if counts[name] > 0:
+                        self.logger.info("Created topic %r with %d partition(s).", name, counts[name])
+                    else:
+                        self.logger.info(
+                            "Created topic %r with the cluster's num.partitions partition(s): "
+                            "QueueConfig(partitions=...) sizes it (the most worker processes that "
+                            "share its jobs).",
+                            name,
+                        )
                 except KafkaException as e:
                     error: KafkaError = e.args[0]
                     if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise KafkaBrokerError(f"Could not create topic {name!r}: {error.str()}") from None
         self._ensured.update(wanted)
+
+    def add_partitions(self, topic: str, total: int) -> None:
+        """Grow a topic to ``total`` partitions.  Records already in it stay
+        where they are; new records of a key may go to another partition
+        than its earlier ones, so a key's order holds only among records
+        sent after the change.
+
+        Raises:
+          KafkaBrokerError: When Kafka refuses (fewer than now, not allowed).
+        """
+        futures = self.admin.create_partitions([NewPartitions(topic, total)], request_timeout=self.timeout)
+        for future in futures.values():
+            try:
+                future.result()
+            except KafkaException as e:
+                raise KafkaBrokerError(f"Could not add partitions to {topic!r}: {e.args[0].str()}") from None
+        self.short_topics.pop(topic, None)
+        self.logger.info("Topic %r now has %d partitions.", topic, total)
 
     def partitions(self, topic: str) -> list[int]:
         """The partition ids of a topic, or ``[]`` when it does not exist."""

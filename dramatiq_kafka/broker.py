@@ -18,7 +18,7 @@ from dramatiq.middleware import Middleware, Retries
 
 from .admin import TopicAdmin
 from .client_log import with_log
-from .config import DeadLetter, QueueConfig, Unset
+from .config import DeadLetter, QueueConfig, Unset, check_group_start
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
 from .delays import TIERS, DelayConsumer, delay_partition
@@ -60,6 +60,13 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
       dead_letter(DeadLetter): Where failed jobs go when a queue's config
         does not say; ``None``: failed jobs are retried until they succeed.
       create_topics(bool): Whether missing topics are created.
+      new_group_start(str): Where the group starts on a partition it never
+        committed on (a new or renamed ``group_id``): ``"earliest"`` (the
+        default: every record the topic still keeps runs, jobs finished
+        under another group included) or ``"latest"`` (only jobs sent
+        from then on).  ``QueueConfig(new_group_start=...)`` overrides it
+        per queue, and so does ``auto.offset.reset`` in
+        ``consumer_config``.
       dispatch_method(str): ``"async"`` (default) or ``"sync"``: whether
         ``send`` waits for Kafka's acknowledgement.
       dispatch_many_method(str): The same for :meth:`enqueue_many`.
@@ -83,6 +90,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         default_queue: QueueConfig | None = None,
         dead_letter: DeadLetter | None = DEFAULT_DEAD_LETTER,
         create_topics: bool = True,
+        new_group_start: str = "earliest",
         dispatch_method: str = "async",
         dispatch_many_method: str = "async",
         sync_timeout: float = 10.0,
@@ -107,6 +115,9 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self.default_queue = default_queue or QueueConfig()
         self.dead_letter = dead_letter
         self.create_topics = create_topics
+        check_group_start(new_group_start, "KafkaBroker")
+        self.new_group_start = new_group_start
+        self._user_offset_reset = "auto.offset.reset" in (consumer_config or {})
         self.request_timeout = request_timeout
         self.fail_fast_default = fail_fast_default
         self.queues: set[str] = set()
@@ -353,8 +364,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         options: dict[str, Any] = dict(
             queue_name=queue_name,
             topic=self.topic_name(queue_name),
-            # librdkafka's log through Python logging (consumer.py passes the config on).
-            config=with_log(self.consumer_config, f"consumer of {self.topic_name(queue_name)!r}"),
+            config=self._consumer_client_config(queue_name),
             prefetch=prefetch,
             timeout=timeout,
             producer=self.producer,
@@ -374,6 +384,15 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
                 queue_topic=self.topic_name(q_name(queue_name)), delay_buffer=config.delay_buffer, **options
             )
         return KafkaConsumer(**options)
+
+    def _consumer_client_config(self, queue_name: str) -> dict[str, Any]:
+        """The librdkafka settings of a queue's consumer: where a new group
+        starts, and librdkafka's log through Python logging."""
+        config = dict(self.consumer_config)
+        start = self.queue_config(queue_name).new_group_start
+        if start is not None or not self._user_offset_reset:
+            config["auto.offset.reset"] = start or self.new_group_start
+        return with_log(config, f"consumer of {self.topic_name(queue_name)!r}")
 
     def _send_retry(self, message: KafkaMessageProxy, delay: int) -> None:
         """Send a failed job again, to run after ``delay`` ms (``retry_mode="requeue"``)."""

@@ -101,6 +101,10 @@ class Context:
     timeout: float
     broker: KafkaBroker | None
     out: TextIO
+    #: Warnings go here, never into the output a script reads.
+    err: TextIO = sys.stderr
+    #: Whether ``--group`` named the group (not the broker's or the default).
+    group_given: bool = False
 
     @property
     def bootstrap_servers(self) -> str:
@@ -155,7 +159,7 @@ def check_reachable(bootstrap_servers: str, timeout: float) -> None:
     raise KafkaConnectionError(f"Kafka is not reachable at {bootstrap_servers!r} ({'; '.join(errors)}).")
 
 
-def make_context(args: argparse.Namespace, out: TextIO) -> Context:
+def make_context(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> Context:
     spec = getattr(args, "module", None) or args.broker
     broker = load_broker(spec) if spec else None
     config: dict[str, Any] = dict(broker.client_config) if broker is not None else {}
@@ -171,7 +175,9 @@ def make_context(args: argparse.Namespace, out: TextIO) -> Context:
     group = args.group or (broker.group_id if broker else "dramatiq")
     if args.timeout <= 0:
         raise UsageError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
-    return Context(config, prefix, group, args.timeout, broker, out)
+    return Context(
+        config, prefix, group, args.timeout, broker, out, err or sys.stderr, group_given=bool(args.group)
+    )
 
 
 # -- output ------------------------------------------------------------------------------------------
@@ -274,6 +280,8 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
     # The broker creates its topics itself, with its QueueConfig; only
     # its connection comes from the command line.
     broker.admin = admin
+    # Look again, even at queues this process already used (a second run in one process).
+    broker._topics_ensured.clear()
     create_topics, broker.create_topics = broker.create_topics, True
     try:
         before = admin.topic_names()
@@ -294,6 +302,10 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
         deadline = time.monotonic() + ctx.timeout
         while not wanted <= (after := admin.topic_names()) and time.monotonic() < deadline:
             time.sleep(0.2)
+        short = dict(admin.short_topics)
+        if args.add_partitions:
+            for topic, (_, total) in short.items():
+                admin.add_partitions(topic, total)
     finally:
         broker.create_topics = create_topics
         admin.close()
@@ -303,6 +315,12 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
             (broker.topic_name(queue), broker.topic_name(dq_name(queue)), broker.dead_letter_topic(queue))
         ):
             state = "exists" if topic in before else ("created" if topic in after else "missing")
+            if topic in short:
+                have, total = short[topic]
+                if args.add_partitions:
+                    state = f"partitions added ({have} -> {total})"
+                else:
+                    state = f"too few partitions ({have} of {total})"
             rows.append((queue, topic, state))
     if args.json:
         print_json(ctx.out, [{"queue": q, "topic": t, "state": s} for q, t, s in rows])
@@ -310,7 +328,15 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
         print_table(ctx.out, ("QUEUE", "TOPIC", "STATE"), rows)
     else:
         ctx.out.write(f"{args.module!r} declares no queue (no actor).\n")
-    return EXIT_OK if all(state != "missing" for _, _, state in rows) else EXIT_FAILED
+    if short and not args.add_partitions:
+        ctx.err.write(
+            "dramatiq-kafka: warning: a topic has fewer partitions than its QueueConfig asks; "
+            "--add-partitions adds them. Records already there stay put, but new records of a key may "
+            "go to another partition: order per key holds only among records sent after the change, "
+            "so add them while the queue is drained.\n"
+        )
+    bad = ("missing", "too few")
+    return EXIT_OK if not any(state.startswith(bad) for _, _, state in rows) else EXIT_FAILED
 
 
 def cmd_lag(args: argparse.Namespace, ctx: Context) -> int:
@@ -576,6 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
         "module declares, with its QueueConfig; existing topics are left as they are.",
     )
     ensure.add_argument("module", metavar="MODULE[:ATTR]", help="e.g. myapp.tasks")
+    ensure.add_argument(
+        "--add-partitions",
+        action="store_true",
+        help="grow existing topics with fewer partitions than QueueConfig asks (new records of a key "
+        "may then go to another partition: order per key breaks across the change)",
+    )
     ensure.add_argument("--json", action="store_true", help="print JSON")
     ensure.set_defaults(run=cmd_topics_ensure)
 
@@ -636,7 +668,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     except SystemExit as e:
         return int(e.code or 0)
     try:
-        ctx = make_context(args, out)
+        ctx = make_context(args, out, err)
         if args.run is cmd_dlq_replay:
             return int(cmd_dlq_replay(args, ctx, err))
         return int(args.run(args, ctx))
