@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: 
 from dramatiq.logging import get_logger
 
 from .client_errors import ClientErrors
-from .client_log import with_log
+from .client_log import create_client
 from .errors import KafkaBrokerError, KafkaConnectionError
 
 #: The longest single metadata request: between two, an authentication
@@ -92,7 +92,7 @@ class TopicAdmin:
         with self._lock:
             if self._admin is None:
                 config: dict[str, Any] = {**self.config, "error_cb": self.errors}
-                self._admin = AdminClient(with_log(config, "admin client"))
+                self._admin = create_client(AdminClient, config, "admin client")
             return self._admin
 
     @property
@@ -101,16 +101,15 @@ class TopicAdmin:
         reads committed offsets and watermarks."""
         with self._lock:
             if self._inspector is None:
-                self._inspector = Consumer(
-                    with_log(
-                        {
-                            **self.config,
-                            "group.id": self.group_id,
-                            "enable.auto.commit": False,
-                            "error_cb": self.errors,
-                        },
-                        "offsets reader",
-                    )
+                self._inspector = create_client(
+                    Consumer,
+                    {
+                        **self.config,
+                        "group.id": self.group_id,
+                        "enable.auto.commit": False,
+                        "error_cb": self.errors,
+                    },
+                    "offsets reader",
                 )
             return self._inspector
 

@@ -28,8 +28,9 @@ from dramatiq.common import dq_name
 from . import __version__
 from .admin import TopicAdmin
 from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
+from .client_log import redact
 from .dlq import DeadLetterReader, DeadLetterRecord, Filters, dlq_group_for, replay, show
-from .errors import KafkaBrokerError, KafkaConnectionError
+from .errors import ConfigurationError, KafkaBrokerError, KafkaConnectionError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 #: A closed pipe on stdout: the shell's code for a process ended by SIGPIPE.
@@ -822,12 +823,17 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     except KafkaConnectionError as e:
         err.write(f"dramatiq-kafka: error: {e}\n")
         return EXIT_UNREACHABLE
+    except ConfigurationError as e:
+        # A setting librdkafka refuses (named without its value): bad usage.
+        err.write(f"dramatiq-kafka: error: {e}\n")
+        return EXIT_USAGE
     except KafkaBrokerError as e:
         err.write(f"dramatiq-kafka: error: {e}\n")
         return EXIT_FAILED
     except KafkaException as e:
         error = e.args[0] if e.args else e
-        err.write(f"dramatiq-kafka: error: {getattr(error, 'str', lambda: str(error))()}\n")
+        text = getattr(error, "str", lambda: str(error))()
+        err.write(f"dramatiq-kafka: error: {redact(text)}\n")
         invalid = isinstance(error, KafkaError) and error.code() == KafkaError._INVALID_ARG
         return EXIT_USAGE if invalid else EXIT_FAILED
     except KeyboardInterrupt:

@@ -17,14 +17,39 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from confluent_kafka import KafkaError, KafkaException
 from dramatiq.logging import get_logger
+
+from .errors import ConfigurationError
+
+T = TypeVar("T")
 
 #: Seconds during which a repeated line is counted, not logged.
 REPEAT_WINDOW = 60.0
 #: The most distinct lines remembered; the oldest are forgotten first.
 MAX_REMEMBERED = 256
+
+# librdkafka quotes setting values in some messages: `Invalid value "x" for
+# configuration property "sasl.password"`, `Configuration property ... set to
+# `x` but ...`.  A value may be a secret: it never reaches a log or an error.
+_QUOTED_VALUES = (
+    (
+        re.compile(r'Invalid value "[^"]*" for configuration property'),
+        "Invalid value for configuration property",
+    ),
+    (re.compile(r"set to `[^`]*`"), "set to a value"),
+)
+
+
+def redact(text: str) -> str:
+    """librdkafka's message without the setting values it quotes."""
+    for pattern, replacement in _QUOTED_VALUES:
+        text = pattern.sub(replacement, text)
+    return text
+
 
 # "after 0ms in state CONNECT", "3 identical error(s) suppressed", ports and
 # timestamps vary between repeats of the same complaint.
@@ -52,7 +77,7 @@ class ClientLog:
         self._seen: dict[tuple[int, str], tuple[float, int]] = {}
 
     def log(self, level: int, msg: str, *args: Any, **kwargs: Any) -> None:
-        text = msg % args if args else msg
+        text = redact(msg % args if args else msg)
         if not self.logger.isEnabledFor(level):
             return
         key = (level, _NUMBERS.sub("#", text))
@@ -83,6 +108,22 @@ class ClientLog:
         """Lines counted but not logged since they were last logged."""
         with self._lock:
             return sum(count for _, count in self._seen.values())
+
+
+def create_client(factory: Callable[[dict[str, Any]], T], config: dict[str, Any], client: str) -> T:
+    """``factory(config)`` with a :class:`ClientLog`, refused settings named
+    without their values.
+
+    Raises:
+      ConfigurationError: When librdkafka refuses a setting (unknown, or
+        a value it does not take).
+    """
+    try:
+        return factory(with_log(config, client))
+    except KafkaException as e:
+        error = e.args[0] if e.args else e
+        text = error.str() if isinstance(error, KafkaError) else str(error)
+        raise ConfigurationError(f"Kafka {client} settings refused: {redact(text)}") from None
 
 
 def with_log(config: dict[str, Any], client: str) -> dict[str, Any]:

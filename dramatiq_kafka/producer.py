@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from dramatiq.logging import get_logger
 
 from .client_errors import ClientErrors
-from .client_log import with_log
+from .client_log import create_client
 from .errors import AuthenticationError, BufferFull, DeliveryError, DeliveryTimeout
 from .events import EVENTS
 from .wire import Headers, message_id_of
@@ -184,7 +184,7 @@ class KafkaProducer:
             return producer
         with self._lock:
             if self._producer is None or self._pid != os.getpid():
-                self._producer = Producer(with_log({**self.config, "error_cb": self.errors}, "producer"))
+                self._producer = create_client(Producer, {**self.config, "error_cb": self.errors}, "producer")
                 self._pid = os.getpid()
                 self._closed = threading.Event()
                 threading.Thread(

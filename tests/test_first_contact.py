@@ -15,7 +15,7 @@ from pathlib import Path
 import dramatiq
 import pytest
 
-from dramatiq_kafka import KafkaBroker, KafkaConnectionError
+from dramatiq_kafka import ConfigurationError, KafkaBroker, KafkaConnectionError
 from dramatiq_kafka.client_log import ClientLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +83,31 @@ def test_exit_gives_up_on_a_gone_kafka_and_nothing_raw_reaches_stderr(
     # librdkafka's connection failures: logged once, then counted.
     assert result.stderr.count("Connection refused") <= 4, result.stderr
     assert elapsed < 15  # 5 s of grace after all brokers went down, not flush_timeout's 30 s
+
+
+def test_a_refused_setting_is_named_without_its_value() -> None:
+    broker = KafkaBroker(bootstrap_servers=refused_address(), config={"security.protocol": "Hunter2"})
+    try:
+        actor = dramatiq.actor(lambda: None, actor_name="job", broker=broker)
+        with pytest.raises(ConfigurationError) as raised:
+            actor.send()
+    finally:
+        broker.close()
+    assert 'Invalid value for configuration property "security.protocol"' in str(raised.value)
+    assert "Hunter2" not in str(raised.value)
+
+
+def test_a_librdkafka_line_never_shows_a_setting_value(caplog: pytest.LogCaptureFixture) -> None:
+    log = ClientLog("producer")
+    warning = (
+        "[thrd:app]: Configuration property `sasl.mechanism` set to `Hunter2-TopSecret` but "
+        "`security.protocol` is not configured for SASL"
+    )
+    with caplog.at_level(logging.INFO, logger="dramatiq_kafka.librdkafka"):
+        log.log(logging.WARNING, "%s [%s] %s", "CONFWARN", "rdkafka#producer-1", warning)
+    (record,) = caplog.records
+    assert "Hunter2" not in record.getMessage()
+    assert "`sasl.mechanism` set to a value but" in record.getMessage()
 
 
 def test_a_repeated_librdkafka_line_is_logged_once_then_counted(caplog: pytest.LogCaptureFixture) -> None:
