@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 kafka:
-	$(PYTHON) scripts/localkafka.py fetch
+	$(PYTHON) dramatiq_kafka/localkafka.py fetch
 
 demo: setup kafka
 	$(PY) scripts/demo.py

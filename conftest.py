@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import dramatiq
 import pytest
 from dramatiq import Worker
 from dramatiq.middleware import CurrentMessage
 
-from dramatiq_kafka import BOOTSTRAP_SERVERS_ENV, KafkaBroker, QueueConfig
-
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import localkafka  # noqa: E402
+from dramatiq_kafka import BOOTSTRAP_SERVERS_ENV, KafkaBroker, QueueConfig, localkafka
 
 
 @pytest.fixture(scope="session")

@@ -40,10 +40,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(HERE))
-import localkafka  # noqa: E402
 import services  # noqa: E402
+
+from dramatiq_kafka import localkafka  # noqa: E402
 
 CASES = HERE / "cases.py"
 SYSTEMS = ("kafka", "stub", "redis", "rabbitmq", "legacy")

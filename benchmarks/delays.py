@@ -27,10 +27,12 @@ from dramatiq import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-import localkafka  # noqa: E402
-
-from dramatiq_kafka import BOOTSTRAP_SERVERS_ENV, KafkaBroker, QueueConfig  # noqa: E402
+from dramatiq_kafka import (  # noqa: E402
+    BOOTSTRAP_SERVERS_ENV,
+    KafkaBroker,
+    QueueConfig,
+    localkafka,
+)
 
 HOUR = 3_600_000
 

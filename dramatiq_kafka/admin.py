@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
 from dramatiq.logging import get_logger
 
 from .client_errors import ClientErrors
+from .client_log import create_client
 from .errors import KafkaBrokerError, KafkaConnectionError
 
 #: The longest single metadata request: between two, an authentication
 #: failure reported meanwhile ends the wait.
 METADATA_SLICE = 1.0
+#: The same before the first success: a refused connection is known to
+#: librdkafka within milliseconds, and ends the wait at the next look.
+FIRST_CONTACT_SLICE = 0.05
 
 #: Errors of a group coordinator that moves or loads (after a broker start or
 #: restart): asking again shortly succeeds.
@@ -73,6 +78,9 @@ class TopicAdmin:
         self._admin: AdminClient | None = None
         self._inspector: Consumer | None = None
         self._ensured: set[str] = set()
+        self._reached_pid: int | None = None
+        #: Existing topics with fewer partitions than asked: name -> (have, wanted).
+        self.short_topics: dict[str, tuple[int, int]] = {}
         self.errors = ClientErrors(config, "admin client")
 
     @property
@@ -84,7 +92,7 @@ class TopicAdmin:
         with self._lock:
             if self._admin is None:
                 config: dict[str, Any] = {**self.config, "error_cb": self.errors}
-                self._admin = AdminClient(config)
+                self._admin = create_client(AdminClient, config, "admin client")
             return self._admin
 
     @property
@@ -93,13 +101,15 @@ class TopicAdmin:
         reads committed offsets and watermarks."""
         with self._lock:
             if self._inspector is None:
-                self._inspector = Consumer(
+                self._inspector = create_client(
+                    Consumer,
                     {
                         **self.config,
                         "group.id": self.group_id,
                         "enable.auto.commit": False,
                         "error_cb": self.errors,
-                    }
+                    },
+                    "offsets reader",
                 )
             return self._inspector
 
@@ -127,16 +137,30 @@ class TopicAdmin:
         deadline = time.monotonic() + self.timeout
         while True:
             remaining = deadline - time.monotonic()
+            slice_ = METADATA_SLICE if self.errors.reached else FIRST_CONTACT_SLICE
             try:
-                metadata = admin.list_topics(topic=topic, timeout=max(0.1, min(METADATA_SLICE, remaining)))
+                metadata = admin.list_topics(topic=topic, timeout=max(0.01, min(slice_, remaining)))
             except KafkaException as e:
-                admin.poll(0)  # serves error_cb
+                admin.poll(0)  # serves error_cb (and the log)
                 self.errors.check()
+                self.errors.check_first_contact()
                 if time.monotonic() >= deadline:
                     raise self._unreachable(e.args[0]) from None
                 continue
             self.errors.succeeded()
             return metadata
+
+    def check_reachable(self) -> None:
+        """Make sure Kafka answers, once per process (a metadata request).
+
+        Raises:
+          KafkaConnectionError: At once when Kafka refuses connections (a
+            wrong address), after ``timeout`` when it does not answer.
+          AuthenticationError: When Kafka refuses the credentials.
+        """
+        if self._reached_pid != os.getpid():
+            self._metadata()
+            self._reached_pid = os.getpid()
 
     def ensure(self, topics: dict[str, NewTopic]) -> None:
         """Create the topics that do not exist yet; use existing ones as they are.
@@ -147,19 +171,60 @@ class TopicAdmin:
         wanted = {name: spec for name, spec in topics.items() if name not in self._ensured}
         if not wanted:
             return
-        existing = self.topic_names()
+        existing = self._metadata().topics
         missing = [spec for name, spec in wanted.items() if name not in existing]
+        for name, spec in wanted.items():
+            if name in existing and 0 < len(existing[name].partitions) < spec.num_partitions:
+                have = len(existing[name].partitions)
+                self.short_topics[name] = (have, spec.num_partitions)
+                # Silent, this is a second worker that never gets work.
+                self.logger.warning(
+                    "Topic %r has %d partition(s), fewer than the %d its QueueConfig asks: at most %d "
+                    "worker process(es) of the group get its jobs. `dramatiq-kafka topics ensure "
+                    "--add-partitions MODULE` adds them (keyed jobs then move to other partitions).",
+                    name,
+                    have,
+                    spec.num_partitions,
+                    have,
+                )
         if missing:
             futures = self.admin.create_topics(missing, request_timeout=self.timeout)
+            counts = {spec.topic: spec.num_partitions for spec in missing}
             for name, future in futures.items():
                 try:
                     future.result()
-                    self.logger.info("Created topic %r.", name)
+                    if counts[name] > 0:
+                        self.logger.info("Created topic %r with %d partition(s).", name, counts[name])
+                    else:
+                        self.logger.info(
+                            "Created topic %r with the cluster's num.partitions partition(s): "
+                            "QueueConfig(partitions=...) sizes it (the most worker processes that "
+                            "share its jobs).",
+                            name,
+                        )
                 except KafkaException as e:
                     error: KafkaError = e.args[0]
                     if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise KafkaBrokerError(f"Could not create topic {name!r}: {error.str()}") from None
         self._ensured.update(wanted)
+
+    def add_partitions(self, topic: str, total: int) -> None:
+        """Grow a topic to ``total`` partitions.  Records already in it stay
+        where they are; new records of a key may go to another partition
+        than its earlier ones, so a key's order holds only among records
+        sent after the change.
+
+        Raises:
+          KafkaBrokerError: When Kafka refuses (fewer than now, not allowed).
+        """
+        futures = self.admin.create_partitions([NewPartitions(topic, total)], request_timeout=self.timeout)
+        for future in futures.values():
+            try:
+                future.result()
+            except KafkaException as e:
+                raise KafkaBrokerError(f"Could not add partitions to {topic!r}: {e.args[0].str()}") from None
+        self.short_topics.pop(topic, None)
+        self.logger.info("Topic %r now has %d partitions.", topic, total)
 
     def partitions(self, topic: str) -> list[int]:
         """The partition ids of a topic, or ``[]`` when it does not exist."""

@@ -17,7 +17,8 @@ from dramatiq.message import Message
 from dramatiq.middleware import Middleware, Retries
 
 from .admin import TopicAdmin
-from .config import DeadLetter, QueueConfig, Unset
+from .client_log import with_log
+from .config import DeadLetter, QueueConfig, Unset, check_group_start
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
 from .delays import TIERS, DelayConsumer, delay_partition
@@ -62,6 +63,13 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
       dead_letter(DeadLetter): Where failed jobs go when a queue's config
         does not say; ``None``: failed jobs are retried until they succeed.
       create_topics(bool): Whether missing topics are created.
+      new_group_start(str): Where the group starts on a partition it never
+        committed on (a new or renamed ``group_id``): ``"earliest"`` (the
+        default: every record the topic still keeps runs, jobs finished
+        under another group included) or ``"latest"`` (only jobs sent
+        from then on).  ``QueueConfig(new_group_start=...)`` overrides it
+        per queue, and so does ``auto.offset.reset`` in
+        ``consumer_config``.
       dispatch_method(str): ``"async"`` (default) or ``"sync"``: whether
         ``send`` waits for Kafka's acknowledgement.
       dispatch_many_method(str): The same for :meth:`enqueue_many`.
@@ -85,6 +93,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         default_queue: QueueConfig | None = None,
         dead_letter: DeadLetter | None = DEFAULT_DEAD_LETTER,
         create_topics: bool = True,
+        new_group_start: str = "earliest",
         dispatch_method: str = "async",
         dispatch_many_method: str = "async",
         sync_timeout: float = 10.0,
@@ -109,6 +118,9 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self.default_queue = default_queue or QueueConfig()
         self.dead_letter = dead_letter
         self.create_topics = create_topics
+        check_group_start(new_group_start, "KafkaBroker")
+        self.new_group_start = new_group_start
+        self._user_offset_reset = "auto.offset.reset" in (consumer_config or {})
         self.request_timeout = request_timeout
         self.fail_fast_default = fail_fast_default
         self.queues: set[str] = set()
@@ -203,7 +215,11 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
     def ensure_topics(self, queue_name: str) -> None:
         """Create the topics of a queue (its own and its dead letters')
         when they are missing and ``create_topics`` is on."""
-        if not self.create_topics or queue_name in self._topics_ensured:
+        if not self.create_topics:
+            # Nothing to create, but a wrong address must fail this send, not a flush 30 s later.
+            self.admin.check_reachable()
+            return
+        if queue_name in self._topics_ensured:
             return
         config = self.queue_config(queue_name)
         # A delay topic has a partition per delay tier at least (see delays.py).
@@ -351,7 +367,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         options: dict[str, Any] = dict(
             queue_name=queue_name,
             topic=self.topic_name(queue_name),
-            config=self.consumer_config,
+            config=self._consumer_client_config(queue_name),
             prefetch=prefetch,
             timeout=timeout,
             producer=self.producer,
@@ -371,6 +387,15 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
                 queue_topic=self.topic_name(q_name(queue_name)), delay_buffer=config.delay_buffer, **options
             )
         return KafkaConsumer(**options)
+
+    def _consumer_client_config(self, queue_name: str) -> dict[str, Any]:
+        """The librdkafka settings of a queue's consumer: where a new group
+        starts, and librdkafka's log through Python logging."""
+        config = dict(self.consumer_config)
+        start = self.queue_config(queue_name).new_group_start
+        if start is not None or not self._user_offset_reset:
+            config["auto.offset.reset"] = start or self.new_group_start
+        return with_log(config, f"consumer of {self.topic_name(queue_name)!r}")
 
     def _send_retry(self, message: KafkaMessageProxy, delay: int) -> None:
         """Send a failed job again, to run after ``delay`` ms (``retry_mode="requeue"``)."""

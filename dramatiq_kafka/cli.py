@@ -2,19 +2,20 @@
 
 Exit codes: 0 success; 1 the command failed (a topic missing, a replay
 not acknowledged); 2 bad usage (options, config file, broker module);
-3 Kafka is not reachable.
+3 Kafka is not reachable; 141 stdout was closed (``| head``), quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,10 +28,15 @@ from dramatiq.common import dq_name
 from . import __version__
 from .admin import TopicAdmin
 from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
+from .client_log import redact
 from .dlq import DeadLetterReader, DeadLetterRecord, Filters, dlq_group_for, replay, show
-from .errors import KafkaBrokerError, KafkaConnectionError
+from .errors import ConfigurationError, KafkaBrokerError, KafkaConnectionError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+#: A closed pipe on stdout: the shell's code for a process ended by SIGPIPE.
+EXIT_BROKEN_PIPE = 128 + 13
+#: Ctrl-C: the shell's code for SIGINT.
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -40,26 +46,110 @@ class UsageError(Exception):
 # -- connection and naming ---------------------------------------------------------------------------
 
 
-def read_properties(path: str) -> dict[str, str]:
-    """A librdkafka properties file: ``key=value`` lines, ``#`` comments.
+#: The port of a ``--bootstrap-servers`` host given without one (Kafka's own default).
+DEFAULT_PORT = 9092
+
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Java's ``Properties.load`` lines: a line ending in an odd number of
+    backslashes goes on with the next one, whose leading whitespace is
+    dropped; comment and blank lines are skipped.  Yields the first line's
+    number and the joined text."""
+    pending: str | None = None
+    first = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.lstrip(" \t\f")
+        if pending is None:
+            if not line or line.startswith(("#", "!")):
+                continue
+            first = number
+        trailing = len(line) - len(line.rstrip("\\"))
+        continued = trailing % 2 == 1
+        piece = line[:-1] if continued else line
+        pending = piece if pending is None else pending + piece
+        if not continued:
+            yield first, pending
+            pending = None
+    if pending is not None:
+        yield first, pending
+
+
+def _unescape(text: str, where: str) -> str:
+    out = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char != "\\" or i + 1 == len(text):
+            out.append(char)
+            i += 1
+            continue
+        code = text[i + 1]
+        if code == "u":
+            digits = text[i + 2 : i + 6]
+            if len(digits) != 4 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+                raise UsageError(f"{where}: malformed \\uXXXX escape")
+            out.append(chr(int(digits, 16)))
+            i += 6
+        else:
+            out.append(_ESCAPES.get(code, code))
+            i += 2
+    return "".join(out)
+
+
+def parse_properties(text: str, source: str = "config") -> dict[str, str]:
+    """Settings in Java's ``.properties`` syntax, as ``Properties.load`` reads them.
+
+    ``key=value``, ``key: value`` and ``key value`` (the key ends at the first
+    unescaped ``=``, ``:`` or whitespace); ``#`` and ``!`` comments; a
+    trailing backslash continues a line; ``\\t``, ``\\n``, ``\\uXXXX`` escapes.
 
     Raises:
-      UsageError: When the file cannot be read or a line is not ``key=value``.
+      UsageError: Naming the file, the line and the key, never a value
+        (it may be a password).
+    """
+    properties = {}
+    for number, line in _logical_lines(text):
+        end = 0
+        while end < len(line) and line[end] not in "=: \t\f":
+            end += 2 if line[end] == "\\" else 1
+        raw_key = line[:end]
+        rest = line[end:].lstrip(" \t\f")
+        if rest[:1] in ("=", ":"):
+            rest = rest[1:].lstrip(" \t\f")
+        key = _unescape(raw_key, f"{source}:{number}").strip()
+        if not key:
+            raise UsageError(f"{source}:{number}: a setting without a key")
+        properties[key] = _unescape(rest, f"{source}:{number}: the value of {key!r}")
+    return properties
+
+
+def read_properties(path: str) -> dict[str, str]:
+    """A librdkafka properties file, in Java's ``.properties`` syntax (see
+    :func:`parse_properties`).
+
+    Raises:
+      UsageError: When the file cannot be read or a line cannot be parsed;
+        the message never shows a value.
     """
     try:
         text = Path(path).read_text()
     except OSError as e:
         raise UsageError(f"Cannot read the config file {path!r}: {e.strerror}") from None
-    properties = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith(("#", "!")):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"{path}:{number}: expected key=value, got {line!r}")
-        properties[key.strip()] = value.strip()
-    return properties
+    return parse_properties(text, path)
+
+
+def with_default_ports(servers: str) -> str:
+    """``host`` becomes ``host:9092`` in a ``host[:port],...`` list (also ``[::1]``)."""
+    result = []
+    for server in servers.split(","):
+        server = server.strip()
+        address = server.rsplit("://", 1)[-1]
+        bracketed = address.startswith("[")
+        has_port = address.rsplit("]", 1)[-1].startswith(":") if bracketed else address.count(":") == 1
+        result.append(server if has_port or not server else f"{server}:{DEFAULT_PORT}")
+    return ",".join(result)
 
 
 def load_broker(spec: str) -> KafkaBroker:
@@ -101,6 +191,10 @@ class Context:
     timeout: float
     broker: KafkaBroker | None
     out: TextIO
+    #: Warnings go here, never into the output a script reads.
+    err: TextIO = sys.stderr
+    #: Whether ``--group`` named the group (not the broker's or the default).
+    group_given: bool = False
 
     @property
     def bootstrap_servers(self) -> str:
@@ -155,7 +249,7 @@ def check_reachable(bootstrap_servers: str, timeout: float) -> None:
     raise KafkaConnectionError(f"Kafka is not reachable at {bootstrap_servers!r} ({'; '.join(errors)}).")
 
 
-def make_context(args: argparse.Namespace, out: TextIO) -> Context:
+def make_context(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> Context:
     spec = getattr(args, "module", None) or args.broker
     broker = load_broker(spec) if spec else None
     config: dict[str, Any] = dict(broker.client_config) if broker is not None else {}
@@ -164,14 +258,16 @@ def make_context(args: argparse.Namespace, out: TextIO) -> Context:
     servers = (
         args.bootstrap_servers or config.get("bootstrap.servers") or os.environ.get(BOOTSTRAP_SERVERS_ENV)
     )
-    config["bootstrap.servers"] = servers or "localhost:9092"
+    config["bootstrap.servers"] = with_default_ports(servers or "localhost")
     # librdkafka's own warnings (a coordinator still loading...) are noise here.
     config.setdefault("log_level", 3)
     prefix = args.prefix if args.prefix is not None else (broker.topic_prefix if broker else "")
     group = args.group or (broker.group_id if broker else "dramatiq")
     if args.timeout <= 0:
         raise UsageError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
-    return Context(config, prefix, group, args.timeout, broker, out)
+    return Context(
+        config, prefix, group, args.timeout, broker, out, err or sys.stderr, group_given=bool(args.group)
+    )
 
 
 # -- output ------------------------------------------------------------------------------------------
@@ -274,6 +370,8 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
     # The broker creates its topics itself, with its QueueConfig; only
     # its connection comes from the command line.
     broker.admin = admin
+    # Look again, even at queues this process already used (a second run in one process).
+    broker._topics_ensured.clear()
     create_topics, broker.create_topics = broker.create_topics, True
     try:
         before = admin.topic_names()
@@ -294,6 +392,10 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
         deadline = time.monotonic() + ctx.timeout
         while not wanted <= (after := admin.topic_names()) and time.monotonic() < deadline:
             time.sleep(0.2)
+        short = dict(admin.short_topics)
+        if args.add_partitions:
+            for topic, (_, total) in short.items():
+                admin.add_partitions(topic, total)
     finally:
         broker.create_topics = create_topics
         admin.close()
@@ -303,6 +405,12 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
             (broker.topic_name(queue), broker.topic_name(dq_name(queue)), broker.dead_letter_topic(queue))
         ):
             state = "exists" if topic in before else ("created" if topic in after else "missing")
+            if topic in short:
+                have, total = short[topic]
+                if args.add_partitions:
+                    state = f"partitions added ({have} -> {total})"
+                else:
+                    state = f"too few partitions ({have} of {total})"
             rows.append((queue, topic, state))
     if args.json:
         print_json(ctx.out, [{"queue": q, "topic": t, "state": s} for q, t, s in rows])
@@ -310,7 +418,15 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
         print_table(ctx.out, ("QUEUE", "TOPIC", "STATE"), rows)
     else:
         ctx.out.write(f"{args.module!r} declares no queue (no actor).\n")
-    return EXIT_OK if all(state != "missing" for _, _, state in rows) else EXIT_FAILED
+    if short and not args.add_partitions:
+        ctx.err.write(
+            "dramatiq-kafka: warning: a topic has fewer partitions than its QueueConfig asks; "
+            "--add-partitions adds them. Records already there stay put, but new records of a key may "
+            "go to another partition: order per key holds only among records sent after the change, "
+            "so add them while the queue is drained.\n"
+        )
+    bad = ("missing", "too few")
+    return EXIT_OK if not any(state.startswith(bad) for _, _, state in rows) else EXIT_FAILED
 
 
 def cmd_lag(args: argparse.Namespace, ctx: Context) -> int:
@@ -339,6 +455,12 @@ def cmd_lag(args: argparse.Namespace, ctx: Context) -> int:
                     )
     finally:
         admin.close()
+    if ctx.group_given and data and all(d["committed"] < 0 for d in data):
+        # A typo in --group shows every record as lag: say so rather than alarm.
+        ctx.err.write(
+            f"dramatiq-kafka: warning: group {ctx.group!r} has no committed offset on these topics "
+            "(a typo in --group? every record counts as lag).\n"
+        )
     if args.json:
         print_json(ctx.out, {"group": ctx.group, "partitions": data, "total": sum(d["lag"] for d in data)})
         return EXIT_OK
@@ -430,6 +552,9 @@ def cmd_dlq_show(args: argparse.Namespace, ctx: Context) -> int:
         found = list(show(reader, filters_of(args), limit=args.limit, pending_only=args.pending))
     finally:
         reader.close()
+    if ctx.broker is not None:
+        # Without the broker, a name no dead letter shown has may still be in the topic.
+        check_actor_names(args, ctx, {r.actor_name for r, _ in found if r.actor_name}, reader.topic)
     if args.json:
         print_json(
             ctx.out,
@@ -456,10 +581,12 @@ def cmd_dlq_replay(args: argparse.Namespace, ctx: Context, err: TextIO) -> int:
             dry_run=args.dry_run,
             progress=bar.update,
             timeout=max(ctx.timeout, 30.0),
+            send_omitted=args.send_omitted,
         )
     finally:
         bar.close()
         reader.close()
+    check_actor_names(args, ctx, result.actors_seen, reader.topic)
     summary = {
         "topic": reader.topic,
         "dlq_group": reader.group_id,
@@ -471,6 +598,8 @@ def cmd_dlq_replay(args: argparse.Namespace, ctx: Context, err: TextIO) -> int:
         "deferred": result.deferred,
         "failed": result.failed,
         "errors": result.errors,
+        "interrupted": result.interrupted,
+        "unconfirmed": result.unconfirmed,
     }
     if args.json:
         if args.dry_run:
@@ -495,7 +624,38 @@ def cmd_dlq_replay(args: argparse.Namespace, ctx: Context, err: TextIO) -> int:
         )
         for error in result.errors:
             err.write(f"error: {error}\n")
+    if result.interrupted:
+        err.write(
+            f"dramatiq-kafka: interrupted after {result.examined} dead letter(s) examined: the "
+            f"{result.replayed} acknowledged are committed and will not be sent again"
+            + (
+                f"; {result.unconfirmed} sent but not acknowledged will be sent again by the next run"
+                if result.unconfirmed
+                else ""
+            )
+            + "; the next run goes on from there.\n"
+        )
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if result.failed else EXIT_OK
+
+
+def check_actor_names(args: argparse.Namespace, ctx: Context, seen: set[str], topic: str) -> None:
+    """Fail on an ``--actor`` that names no known actor, with a suggestion.
+
+    Known: the broker's actors (``--broker``) and those of the dead letters
+    examined.
+
+    Raises:
+      UsageError: Naming the unknown actor and the closest known one.
+    """
+    known = set(seen) | (set(ctx.broker.actors) if ctx.broker is not None else set())
+    for name in args.actor or ():
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        where = "the broker's actors or " if ctx.broker is not None else ""
+        raise UsageError(f"unknown actor {name!r} (not in {where}the dead letters of {topic!r}){hint}")
 
 
 # -- parsing -----------------------------------------------------------------------------------------
@@ -507,11 +667,13 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--bootstrap-servers",
         "-b",
-        metavar="HOST:PORT",
+        metavar="HOST[:PORT]",
         help=f"Kafka (default: the config file's bootstrap.servers, the broker's, ${BOOTSTRAP_SERVERS_ENV}, "
-        "or localhost:9092)",
+        f"or localhost; port {DEFAULT_PORT} when not given)",
     )
-    group.add_argument("--config", "-c", metavar="FILE", help="librdkafka settings, key=value lines")
+    group.add_argument(
+        "--config", "-c", metavar="FILE", help="librdkafka settings, a Java .properties file (key=value)"
+    )
     group.add_argument(
         "--broker",
         metavar="MODULE[:ATTR]",
@@ -576,6 +738,12 @@ def build_parser() -> argparse.ArgumentParser:
         "module declares, with its QueueConfig; existing topics are left as they are.",
     )
     ensure.add_argument("module", metavar="MODULE[:ATTR]", help="e.g. myapp.tasks")
+    ensure.add_argument(
+        "--add-partitions",
+        action="store_true",
+        help="grow existing topics with fewer partitions than QueueConfig asks (new records of a key "
+        "may then go to another partition: order per key breaks across the change)",
+    )
     ensure.add_argument("--json", action="store_true", help="print JSON")
     ensure.set_defaults(run=cmd_topics_ensure)
 
@@ -617,6 +785,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", "-n", action="store_true", help="list what would be sent; send nothing"
     )
     dlq_replay.add_argument(
+        "--send-omitted",
+        action="store_true",
+        help="also send dead letters whose value was left out (dead_letter_omitted), without it",
+    )
+    dlq_replay.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -636,27 +809,42 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     except SystemExit as e:
         return int(e.code or 0)
     try:
-        ctx = make_context(args, out)
+        ctx = make_context(args, out, err)
         if args.run is cmd_dlq_replay:
-            return int(cmd_dlq_replay(args, ctx, err))
-        return int(args.run(args, ctx))
+            code = int(cmd_dlq_replay(args, ctx, err))
+        else:
+            code = int(args.run(args, ctx))
+        # Here, not at exit: a closed pipe must come out as BrokenPipeError below.
+        out.flush()
+        return code
     except UsageError as e:
         err.write(f"dramatiq-kafka: error: {e}\n")
         return EXIT_USAGE
     except KafkaConnectionError as e:
         err.write(f"dramatiq-kafka: error: {e}\n")
         return EXIT_UNREACHABLE
+    except ConfigurationError as e:
+        # A setting librdkafka refuses (named without its value): bad usage.
+        err.write(f"dramatiq-kafka: error: {e}\n")
+        return EXIT_USAGE
     except KafkaBrokerError as e:
         err.write(f"dramatiq-kafka: error: {e}\n")
         return EXIT_FAILED
     except KafkaException as e:
         error = e.args[0] if e.args else e
-        err.write(f"dramatiq-kafka: error: {getattr(error, 'str', lambda: str(error))()}\n")
+        text = getattr(error, "str", lambda: str(error))()
+        err.write(f"dramatiq-kafka: error: {redact(text)}\n")
         invalid = isinstance(error, KafkaError) and error.code() == KafkaError._INVALID_ARG
         return EXIT_USAGE if invalid else EXIT_FAILED
     except KeyboardInterrupt:
         err.write("dramatiq-kafka: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # `dramatiq-kafka lag | head`: the reader has what it wanted.  Later
+        # writes (the interpreter's final flush) go nowhere instead of raising.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

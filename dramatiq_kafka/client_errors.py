@@ -5,17 +5,25 @@ librdkafka retries the connection and reports the failure through the
 client's ``error_cb``, while the call itself waits until its timeout and
 then says the broker is unreachable.  :class:`ClientErrors` keeps that
 report so that waits can end at once with an error that says why.
+
+The same goes for a Kafka that refuses connections (a wrong port, nothing
+started): librdkafka knows within milliseconds ("all brokers down") but a
+request waits out its timeout.  Before the client ever reached Kafka, that
+report ends the wait with :class:`KafkaConnectionError`; once it did, an
+outage is a restart or a failover, and waits run their course.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError
 from dramatiq.logging import get_logger
 
-from .errors import AuthenticationError
+from .errors import AuthenticationError, KafkaConnectionError
 
 #: Errors that repeating the same request with the same settings cannot fix.
 AUTHENTICATION_ERRORS = frozenset(
@@ -27,6 +35,12 @@ AUTHENTICATION_ERRORS = frozenset(
         KafkaError.ILLEGAL_SASL_STATE,
     }
 )
+
+# "(after 0ms in state CONNECT, 3 identical error(s) suppressed)": librdkafka's bookkeeping.
+_STATE_SUFFIX = re.compile(r" \(after \d+ms in state [^)]*\)")
+
+#: Errors that say why a broker cannot be reached.
+TRANSPORT_ERRORS = frozenset({KafkaError._TRANSPORT, KafkaError._RESOLVE})
 
 
 class ClientErrors:
@@ -49,9 +63,19 @@ class ClientErrors:
         self._lock = threading.Lock()
         self._failure: KafkaError | None = None
         self._logged = False
+        #: Whether a request of this client ever went through.
+        self.reached = False
+        # When librdkafka said all brokers were down, with no success since.
+        self._down_since: float | None = None
+        self._transport_reason = ""
 
     def __call__(self, error: KafkaError) -> None:
-        if error.code() not in AUTHENTICATION_ERRORS:
+        code = error.code()
+        if code in TRANSPORT_ERRORS:
+            self._transport_reason = error.str()
+        elif code == KafkaError._ALL_BROKERS_DOWN and self._down_since is None:
+            self._down_since = time.monotonic()
+        if code not in AUTHENTICATION_ERRORS:
             # Transport errors and "all brokers down" come and go; librdkafka
             # reconnects and the calls waiting on them time out on their own.
             self.logger.debug("Kafka %s: %s", self.client, error.str())
@@ -71,9 +95,38 @@ class ClientErrors:
 
     def succeeded(self) -> None:
         """A request went through: the credentials work (again)."""
+        self.reached = True
+        self._down_since = None
         with self._lock:
             self._failure = None
             self._logged = False
+
+    def down_for(self) -> float:
+        """Seconds since librdkafka said every broker was down, with no
+        success since; ``0.0`` when it did not."""
+        since = self._down_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def unreachable(self) -> KafkaConnectionError:
+        """The error of a Kafka that cannot be reached, with librdkafka's reason."""
+        # The reason names the broker and the socket error, never a setting.
+        reason = self._transport_reason.split("/bootstrap: ", 1)[-1] or "all brokers are down"
+        reason = _STATE_SUFFIX.sub("", reason)
+        return KafkaConnectionError(
+            f"Kafka is not reachable at {self.servers!r} ({self.client}): {reason}. "
+            "Check bootstrap_servers (or $DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS) and that Kafka runs."
+        )
+
+    def unreachable_pending(self, pending: int) -> KafkaConnectionError:
+        """:meth:`unreachable`, saying how many records wait in vain."""
+        error = self.unreachable()
+        return KafkaConnectionError(f"{error} {pending} record(s) are still pending.")
+
+    def check_first_contact(self) -> None:
+        """Raise :class:`KafkaConnectionError` when every broker is down and
+        this client never reached Kafka: a wrong address, not an outage."""
+        if not self.reached and self._down_since is not None:
+            raise self.unreachable()
 
     def error(self) -> AuthenticationError:
         failure = self._failure

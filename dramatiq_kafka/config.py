@@ -9,6 +9,15 @@ from .options import PartitionKey, check_options
 
 #: The retry modes a queue can choose.
 RETRY_MODES = ("pause", "requeue")
+#: Where a consumer group with no committed offset on a partition starts.
+GROUP_STARTS = ("earliest", "latest")
+
+
+def check_group_start(value: object, where: str) -> None:
+    """Raise :class:`ConfigurationError` unless ``value`` is one of :data:`GROUP_STARTS`."""
+    if value not in GROUP_STARTS:
+        allowed = ", ".join(map(repr, GROUP_STARTS))
+        raise ConfigurationError(f"{where}(new_group_start={value!r}): must be one of {allowed}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,10 @@ class QueueConfig:
         memory per partition until they are due (default 1000); a full
         partition pauses its fetching.  Bounds the worker's memory
         whatever the number of delayed jobs (see ``docs/delays.md``).
+      new_group_start(str): Where a consumer group that never committed on
+        a partition of this queue starts: ``"earliest"`` (every record
+        kept, the default) or ``"latest"`` (only jobs sent from then on).
+        ``None``: the broker's.  See ``docs/migration.md``.
       dispatch_method, dispatch_many_method, sync_timeout, partition_key:
         Defaults of the actor options of the same names for the queue's
         actors (``None``: the broker's).
@@ -93,6 +106,7 @@ class QueueConfig:
     max_backoff: int | None = None
     retry_mode: str = "pause"
     delay_buffer: int = 1000
+    new_group_start: str | None = None
     dispatch_method: str | None = None
     dispatch_many_method: str | None = None
     sync_timeout: float | None = None
@@ -108,6 +122,8 @@ class QueueConfig:
         if self.retry_mode not in RETRY_MODES:
             allowed = ", ".join(map(repr, RETRY_MODES))
             raise ConfigurationError(f"QueueConfig(retry_mode={self.retry_mode!r}): must be one of {allowed}")
+        if self.new_group_start is not None:
+            check_group_start(self.new_group_start, "QueueConfig")
         if (
             isinstance(self.delay_buffer, bool)
             or not isinstance(self.delay_buffer, int)

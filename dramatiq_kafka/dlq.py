@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka import Message as KafkaRecord
 from dramatiq.logging import get_logger
 
+from .client_log import with_log
 from .errors import KafkaBrokerError, KafkaConnectionError
 from .offsets import decode_done_past, encode_done_past, encode_offsets
 from .producer import PRODUCER_DEFAULTS
@@ -41,6 +42,7 @@ DEAD_LETTER_HEADERS = frozenset(
         "error_type",
         "error_message",
         "error_traceback",
+        "dead_letter_omitted",
     }
 )
 
@@ -207,8 +209,8 @@ class DeadLetterReader:
         self.timeout = timeout
         self.bootstrap_servers = str(config.get("bootstrap.servers"))
         self.consumer = Consumer(
-            {
-                **config,
+            with_log(config, "dead-letter reader")
+            | {
                 "group.id": group_id,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -380,6 +382,13 @@ class ReplayResult:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     records: list[tuple[DeadLetterRecord, str]] = field(default_factory=list)
+    #: Whether an interrupt (Ctrl-C) cut the replay short.
+    interrupted: bool = False
+    #: Sent but not acknowledged when the replay was cut short: not
+    #: committed, so the next run sends them again.
+    unconfirmed: int = 0
+    #: Actor names of the dead letters examined.
+    actors_seen: set[str] = field(default_factory=set)
 
 
 #: Called with (examined so far, to examine in all, replayed so far).
@@ -395,6 +404,7 @@ def replay(
     dry_run: bool = False,
     progress: Progress | None = None,
     timeout: float = 30.0,
+    send_omitted: bool = False,
 ) -> ReplayResult:
     """Send the matching dead letters not replayed yet back to their source
     topic (or ``to_topic``), then commit them in the DLQ group.
@@ -411,6 +421,14 @@ def replay(
       dry_run(bool): Send and commit nothing; list what would be sent.
       progress(callable): Called as records are examined.
       timeout(float): Seconds to wait for Kafka's acknowledgements.
+      send_omitted(bool): Send dead letters whose value was left out
+        (``dead_letter_omitted``) without it; by default they are refused,
+        since the job would arrive empty.
+
+    An interrupt (``KeyboardInterrupt``) stops the reading, waits for the
+    acknowledgements of what was sent (up to ``timeout``), commits those,
+    and returns with ``interrupted`` set: the next run sends only what
+    was not acknowledged or not reached.
     """
     bounds = reader.bounds()
     replayed = reader.replayed(list(bounds))
@@ -423,11 +441,16 @@ def replay(
         stop = high
         if filters.partition is not None and partition != filters.partition:
             continue
+        # Below the committed offset everything was replayed by an earlier run
+        # (the first record left out stops the commit).
+        below_from = max(low, filters.start_offset if filters.start_offset is not None else low)
+        below_to = min(first, filters.end_offset + 1 if filters.end_offset is not None else first)
+        result.already += max(0, below_to - below_from)
         start[partition], end[partition] = first, stop
         partitions[partition] = _PartitionReplay(first, stop)
     total = sum(max(0, end[p] - start[p]) for p in start)
 
-    producer = None if dry_run else Producer({**PRODUCER_DEFAULTS, **config})
+    producer = None if dry_run else Producer(with_log({**PRODUCER_DEFAULTS, **config}, "replay producer"))
     lock = threading.Lock()
     unacknowledged: dict[tuple[int, int], str] = {}
 
@@ -442,44 +465,33 @@ def replay(
         return on_delivery
 
     sent = 0
-    for record in reader.read(start, end):
-        state = partitions[record.partition]
-        result.examined += 1
-        _, beyond = replayed[record.partition]
-        if record.offset in beyond:
-            result.already += 1
-            _handled(state, record.offset)
-        elif not filters.matches(record):
-            result.skipped += 1
-            _left(state, record.offset)
-        elif (destination := to_topic or record.source_topic) is None:
-            result.failed += 1
-            result.errors.append(f"{record.partition}/{record.offset}: no source_topic header; use --to")
-            _left(state, record.offset)
-        elif state.left and min(state.metadata_chars, _bitmap_chars(state, record.offset)) > MAX_METADATA:
-            result.deferred += 1
-            _left(state, record.offset)
-        else:
-            _handled(state, record.offset)
-            if producer is None:
-                result.records.append((record, destination))
-                sent += 1
-            else:
-                with lock:
-                    unacknowledged[(record.partition, record.offset)] = "not acknowledged"
-                refused = _produce(
-                    producer, destination, record, on_delivery_of(record.partition, record.offset)
-                )
-                if refused is None:
-                    sent += 1
-                else:
-                    with lock:
-                        unacknowledged.pop((record.partition, record.offset), None)
-                    result.failed += 1
-                    result.errors.append(f"{record.partition}/{record.offset}: {refused}")
-                    _left(state, record.offset)
-        if progress is not None:
-            progress(result.examined, total, sent)
+    reached: dict[int, int] = {}
+    try:
+        sent = _replay_records(
+            reader,
+            start,
+            end,
+            partitions,
+            replayed,
+            filters,
+            result,
+            reached,
+            to_topic,
+            producer,
+            lock,
+            unacknowledged,
+            on_delivery_of,
+            progress,
+            total,
+            send_omitted,
+        )  # fmt: skip (the state replay() keeps, handed over as it is)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        sent = result.replayed
+        # Nothing past what was reached is handled: the commit stops there.
+        for partition, state in partitions.items():
+            state.stop = reached.get(partition, state.start)
+    result.replayed = sent
 
     if producer is not None:
         remaining = producer.flush(timeout)
@@ -488,8 +500,12 @@ def replay(
         for (partition, offset), reason in sorted(failures.items()):
             partitions[partition].left.append(offset)
             reason = reason if not remaining else f"{reason} within {timeout:g}s"
-            result.errors.append(f"{partition}/{offset}: {reason}")
-        result.failed += len(failures)
+            if not result.interrupted:
+                result.errors.append(f"{partition}/{offset}: {reason}")
+        if result.interrupted:
+            result.unconfirmed = len(failures)
+        else:
+            result.failed += len(failures)
         sent -= len(failures)
         offsets = []
         for partition, state in partitions.items():
@@ -515,6 +531,83 @@ def replay(
             reader.commit(offsets)
     result.replayed = sent
     return result
+
+
+def _replay_records(
+    reader: DeadLetterReader,
+    start: dict[int, int],
+    end: dict[int, int],
+    partitions: dict[int, _PartitionReplay],
+    replayed: dict[int, tuple[int, set[int]]],
+    filters: Filters,
+    result: ReplayResult,
+    reached: dict[int, int],
+    to_topic: str | None,
+    producer: Producer | None,
+    lock: threading.Lock,
+    unacknowledged: dict[tuple[int, int], str],
+    on_delivery_of: Callable[[int, int], Callable[[KafkaError | None, KafkaRecord], None]],
+    progress: Progress | None,
+    total: int,
+    send_omitted: bool,
+) -> int:
+    """The reading and sending of :func:`replay`; returns the records sent.
+    ``result.replayed`` and ``reached`` (the next offset per partition) are
+    kept current, for an interrupt to know where it stopped."""
+    sent = 0
+    for record in reader.read(start, end):
+        state = partitions[record.partition]
+        result.examined += 1
+        if record.actor_name:
+            result.actors_seen.add(record.actor_name)
+        omitted = record.header("dead_letter_omitted")
+        _, beyond = replayed[record.partition]
+        if record.offset in beyond:
+            result.already += 1
+            _handled(state, record.offset)
+        elif not filters.matches(record):
+            result.skipped += 1
+            _left(state, record.offset)
+        elif (destination := to_topic or record.source_topic) is None:
+            result.failed += 1
+            result.errors.append(f"{record.partition}/{record.offset}: no source_topic header; use --to")
+            _left(state, record.offset)
+        elif omitted is not None and not send_omitted:
+            # The job would arrive empty: say where the original is instead.
+            result.failed += 1
+            result.errors.append(
+                f"{record.partition}/{record.offset}: not replayed, the dead letter lacks its "
+                f"{omitted}; --send-omitted sends it as it is"
+            )
+            _left(state, record.offset)
+        elif state.left and min(state.metadata_chars, _bitmap_chars(state, record.offset)) > MAX_METADATA:
+            result.deferred += 1
+            _left(state, record.offset)
+        else:
+            _handled(state, record.offset)
+            if producer is None:
+                result.records.append((record, destination))
+                sent += 1
+            else:
+                with lock:
+                    unacknowledged[(record.partition, record.offset)] = "not acknowledged"
+                refused = _produce(
+                    producer, destination, record, on_delivery_of(record.partition, record.offset)
+                )
+                if refused is None:
+                    sent += 1
+                else:
+                    with lock:
+                        unacknowledged.pop((record.partition, record.offset), None)
+                    result.failed += 1
+                    result.errors.append(f"{record.partition}/{record.offset}: {refused}")
+                    _left(state, record.offset)
+        result.replayed = sent
+        # Last: an interrupt before this line leaves the record uncommitted (sent again, not lost).
+        reached[record.partition] = record.offset + 1
+        if progress is not None:
+            progress(result.examined, total, sent)
+    return sent
 
 
 def _bitmap_chars(state: _PartitionReplay, offset: int) -> int:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the broker itself (``pip install dramatiq-kafka[metrics]``).
+"""Prometheus metrics of the broker itself (``pip install 'dramatiq-kafka-broker[metrics]'``).
 
 Dramatiq's own ``dramatiq.middleware.Prometheus`` counts jobs and their
 durations and works unchanged with :class:`~dramatiq_kafka.KafkaBroker`;

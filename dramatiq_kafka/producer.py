@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from dramatiq.logging import get_logger
 
 from .client_errors import ClientErrors
+from .client_log import create_client
 from .errors import AuthenticationError, BufferFull, DeliveryError, DeliveryTimeout
 from .events import EVENTS
 from .wire import Headers, message_id_of
@@ -42,6 +43,10 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 MAX_REMEMBERED_FAILURES = 1000
 #: Seconds between two looks for an authentication failure while waiting.
 AUTH_CHECK_SLICE = 0.25
+#: Seconds the exit flush goes on once librdkafka said every broker is
+#: down (and nothing was delivered since): the records are lost either way,
+#: and a process must not hang for ``flush_timeout`` on its way out.
+EXIT_UNREACHABLE_GRACE = 5.0
 #: librdkafka's default ``message.max.bytes``.
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 
@@ -194,7 +199,7 @@ class KafkaProducer:
             return producer
         with self._lock:
             if self._producer is None or self._pid != os.getpid():
-                self._producer = Producer({**self.config, "error_cb": self.errors}, logger=self.logger)
+                self._producer = create_client(Producer, {**self.config, "error_cb": self.errors}, "producer")
                 self._pid = os.getpid()
                 self._closed = threading.Event()
                 threading.Thread(
@@ -277,7 +282,20 @@ class KafkaProducer:
     def _flush_at_exit(self, producer: Producer) -> None:
         if self._producer is not producer or self._pid != os.getpid():
             return
-        remaining = producer.flush(self.flush_timeout)
+        deadline = time.monotonic() + self.flush_timeout
+        while True:
+            remaining: int = producer.flush(max(0.0, min(AUTH_CHECK_SLICE, deadline - time.monotonic())))
+            if not remaining or time.monotonic() >= deadline:
+                break
+            if self.errors.down_for() >= EXIT_UNREACHABLE_GRACE:
+                self.logger.error(
+                    "%d record(s) were not delivered at exit and are lost: %s (gave up %.0f s after "
+                    "all brokers went down).",
+                    remaining,
+                    self.errors.unreachable(),
+                    EXIT_UNREACHABLE_GRACE,
+                )
+                return
         if remaining:
             self.logger.error("%d record(s) were still undelivered at exit and are lost.", remaining)
 
@@ -372,12 +390,16 @@ class KafkaProducer:
             limit = self.config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)
             return (
                 f"the record is {size} bytes, more than the producer's message.max.bytes ({limit}) "
-                f"allows: {error}"
+                f"allows: {error}. Raise it in KafkaBroker(producer_config={{'message.max.bytes': ...}}) "
+                f"and the topic's max.message.bytes with it (QueueConfig(topic_config=...) at creation, "
+                f"kafka-configs for an existing topic), or send a reference to the data instead"
             )
         # Kafka judges batches: a small record shares the fate of a large one sent with it.
         return (
             f"topic {topic!r} refused the batch of this {size}-byte record as too large "
-            f"(see the topic's max.message.bytes): {error}"
+            f"(see the topic's max.message.bytes): {error}. Raise the topic's max.message.bytes "
+            f"(QueueConfig(topic_config=...) at creation, kafka-configs for an existing topic), or "
+            f"send a reference to the data instead"
         )
 
     def send_all(self, records: list[OutgoingRecord], *, timeout: float | None = None) -> None:
@@ -428,7 +450,8 @@ class KafkaProducer:
                     on_delivery=on_delivery_of(record.message_id),
                 )
             except DeliveryError as e:
-                failures.append((record.message_id, str(e)))
+                # Refused before it left: its reason, not the error's text (which names the id again).
+                failures.extend(e.failures)
 
         def all_reported() -> bool:
             with reported:
@@ -443,14 +466,23 @@ class KafkaProducer:
                     r = by_id[message_id]
                     reason = self._describe(error, r.topic, r.value, r.key, r.headers, local=False)
                     failures.append((message_id, reason))
-            unreported = [(r.message_id, "timeout") for r in records if r.message_id not in outcomes]
+            refused = {message_id for message_id, _ in failures}
+            unreported = [
+                (r.message_id, "timeout")
+                for r in records
+                if r.message_id not in outcomes and r.message_id not in refused
+            ]
         if not failures and not unreported:
             return
         lines = "\n  ".join(f"{message_id}: {reason}" for message_id, reason in failures + unreported)
-        summary = (
-            f"{len(failures) + len(unreported)} of {len(records)} message(s) not acknowledged within "
-            f"{timeout:g}s (bootstrap servers {self.config.get('bootstrap.servers')!r}):\n  {lines}"
-        )
+        if not unreported and len(outcomes) == 0:
+            # Nothing was sent at all: no wait, no timeout to speak of.
+            summary = f"{len(failures)} of {len(records)} message(s) not sent:\n  {lines}"
+        else:
+            summary = (
+                f"{len(failures) + len(unreported)} of {len(records)} message(s) not acknowledged within "
+                f"{timeout:g}s (bootstrap servers {self.config.get('bootstrap.servers')!r}):\n  {lines}"
+            )
         raise (DeliveryError if failures else DeliveryTimeout)(summary, failures + unreported)
 
     def flush(self, timeout: float | None = None) -> None:
@@ -471,6 +503,10 @@ class KafkaProducer:
                 if not remaining or time.monotonic() >= deadline:
                     break
                 self.errors.check()
+                if not self.errors.reached and self.errors.down_for() > 0:
+                    # Never delivered anything and every broker refuses: a wrong address.
+                    self.reports.take()
+                    raise self.errors.unreachable_pending(remaining)
         failures = self.reports.take()
         if failures or remaining:
             lines = [f"{message_id}: {reason}" for message_id, reason in failures]

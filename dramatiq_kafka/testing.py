@@ -11,10 +11,11 @@ stopped at the end.  The variable is set for the session either way, so a
 ``KafkaBroker()`` created at import time, and any ``dramatiq`` worker
 subprocess, find it.
 
-The local node comes from this project's ``scripts/localkafka.py`` (Java 17
-and Maven; Kafka's jars are fetched once from Maven Central).  It is not part
-of the installed package: point ``$DRAMATIQ_KAFKA_LOCALKAFKA`` at a copy of
-it, or run from a checkout of dramatiq-kafka, where it is found by itself.
+The local node comes from :mod:`dramatiq_kafka.localkafka`, which ships with
+the package: it needs Java 17+ (``$JAVA_HOME`` or ``java`` on the ``PATH``)
+and, the first time only, Maven, which fetches Kafka's jars from Maven Central
+into ``~/.cache/dramatiq-kafka``.  When one is missing the session stops with
+a message naming it.
 
 Fixtures: ``kafka_bootstrap_servers`` (session), ``kafka_broker`` (a broker
 of its own per test).  Helpers: :func:`drain` runs a worker until queues are
@@ -24,13 +25,11 @@ done; :func:`running_worker` keeps one running around a block.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import dramatiq
@@ -38,29 +37,8 @@ import pytest
 from dramatiq import Worker
 from dramatiq.common import q_name
 
+from . import localkafka
 from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
-
-#: Where to find ``localkafka.py`` when it is not in a dramatiq-kafka checkout.
-LAUNCHER_ENV = "DRAMATIQ_KAFKA_LOCALKAFKA"
-
-
-def find_launcher() -> Path | None:
-    """``$DRAMATIQ_KAFKA_LOCALKAFKA``, or ``scripts/localkafka.py`` beside
-    the package in a source checkout; ``None`` when neither exists."""
-    given = os.environ.get(LAUNCHER_ENV)
-    if given:
-        return Path(given)
-    checkout = Path(__file__).resolve().parent.parent / "scripts" / "localkafka.py"
-    return checkout if checkout.is_file() else None
-
-
-def _load_launcher(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dramatiq_kafka_localkafka", path)
-    if spec is None or spec.loader is None:
-        raise pytest.UsageError(f"{LAUNCHER_ENV}={path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @contextlib.contextmanager
@@ -69,19 +47,20 @@ def local_kafka(workdir: Path | None = None) -> Iterator[str]:
     a single local node started for the ``with`` block (and stopped after).
 
     Raises:
-      pytest.UsageError: When there is no Kafka and no launcher to start one.
+      pytest.UsageError: When there is no Kafka and Java or Maven is missing to
+        start one (the message names what is missing).
     """
     given = os.environ.get(BOOTSTRAP_SERVERS_ENV)
     if given:
         yield given
         return
-    launcher = find_launcher()
-    if launcher is None or not launcher.is_file():
+    try:
+        localkafka.check_tools()
+    except localkafka.LocalKafkaError as e:
         raise pytest.UsageError(
-            f"No Kafka for the tests: set ${BOOTSTRAP_SERVERS_ENV} to a Kafka (host:port), or "
-            f"${LAUNCHER_ENV} to dramatiq-kafka's scripts/localkafka.py to start a local node."
-        )
-    localkafka = _load_launcher(launcher)
+            f"No Kafka for the tests: set ${BOOTSTRAP_SERVERS_ENV} to a Kafka (host:port), or make a "
+            f"local node possible ({e})."
+        ) from None
     with contextlib.ExitStack() as stack:
         directory = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kafka-")))
         cluster = stack.enter_context(localkafka.start_single(directory))

@@ -10,11 +10,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import localkafka  # scripts/, on the path from the root conftest
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from dramatiq_kafka import localkafka
 from integration.conftest import App
 from integration.faults import Result, Traffic, drain_traffic, record
 from integration.workers import ledger, ledger_times

@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import localkafka  # scripts/, on the path from the root conftest
 import pytest
 
+from dramatiq_kafka import localkafka
 from integration.conftest import App
 from integration.faults import Result, Traffic, drain_traffic, first_done_after, record
 from integration.workers import ledger, ledger_times

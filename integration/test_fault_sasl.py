@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
-import localkafka  # scripts/, on the path from the root conftest
 import pytest
 
-from dramatiq_kafka import AuthenticationError, KafkaBroker
+from dramatiq_kafka import AuthenticationError, KafkaBroker, localkafka
 from integration.conftest import App
 from integration.faults import Result, count, record
 from integration.workers import ROOT

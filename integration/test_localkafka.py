@@ -17,8 +17,7 @@ pytestmark = pytest.mark.slow
 
 LAUNCHER = """
 import sys, time
-sys.path.insert(0, "scripts")
-import localkafka
+from dramatiq_kafka import localkafka
 cluster = localkafka.start_single()
 print(cluster.nodes[0].pid, flush=True)
 time.sleep(600)

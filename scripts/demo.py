@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from dramatiq_kafka import localkafka
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import localkafka  # noqa: E402
 
 
 def main() -> int:

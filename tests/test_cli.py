@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from dramatiq_kafka import DeadLetter, KafkaBroker, QueueConfig
-from dramatiq_kafka.cli import main
+from dramatiq_kafka.cli import main, parse_properties, with_default_ports
 from tests.helpers import closed_port, create_topic, read_topic, record_count, run_worker
 
 CLI = str(Path(sys.executable).with_name("dramatiq-kafka"))
@@ -62,10 +62,11 @@ def test_unreachable_kafka_is_a_clear_error_at_once() -> None:
 
 def test_bad_usage_exits_2(tmp_path: Path, kafka_bootstrap: str) -> None:
     config = tmp_path / "client.properties"
-    config.write_text("# librdkafka\nsecurity.protocol=PLAINTEXT\nnot a property\n")
-    code, _, err = run("lag", "--config", str(config))
+    config.write_text("# librdkafka\nsecurity.protocol=PLAINTEXT\nsasl.password=\\u12zz-Hunter2-TopSecret\n")
+    code, out, err = run("lag", "--config", str(config))
     assert code == 2
-    assert "client.properties:3: expected key=value, got 'not a property'" in err
+    assert "client.properties:3: the value of 'sasl.password': malformed \\uXXXX escape" in err
+    assert "Hunter2" not in err + out
 
     code, _, err = run("lag", "--config", str(tmp_path / "missing.properties"))
     assert code == 2 and "Cannot read the config file" in err
@@ -82,6 +83,60 @@ def test_bad_usage_exits_2(tmp_path: Path, kafka_bootstrap: str) -> None:
     assert run("lag", "--no-such-option")[0] == 2
 
 
+def test_properties_files_are_read_as_java_does() -> None:
+    text = (
+        "# comment\n  ! another\n\n"
+        "bootstrap.servers=127.0.0.1:1\n"
+        "sasl.username: alice\n"
+        "sasl.password Hunter2-TopSecret\n"
+        "client.id   =  two \\\n      words\n"
+        "key\\ with\\:separators=\\u0041\\t\n"
+        "empty\n"
+    )
+    assert parse_properties(text) == {
+        "bootstrap.servers": "127.0.0.1:1",
+        "sasl.username": "alice",
+        "sasl.password": "Hunter2-TopSecret",
+        "client.id": "two words",
+        "key with:separators": "A\t",
+        "empty": "",
+    }
+
+
+def test_a_key_value_properties_line_works_and_its_secret_is_never_shown(tmp_path: Path) -> None:
+    servers = f"127.0.0.1:{closed_port()}"
+    config = tmp_path / "client2.properties"
+    # The first-contact report's file: a `key value` line, which Java reads.
+    config.write_text(f"bootstrap.servers={servers}\nsasl.password Hunter2-TopSecret\n")
+    code, out, err = run("lag", "--config", str(config))
+    assert code == 3, err
+    assert f"Kafka is not reachable at '{servers}'" in err
+    assert "Hunter2" not in out + err
+
+
+def test_a_bare_host_gets_kafkas_default_port() -> None:
+    assert with_default_ports("127.0.0.1") == "127.0.0.1:9092"
+    assert with_default_ports("a:1, b,[::1],[::1]:5") == "a:1,b:9092,[::1]:9092,[::1]:5"
+    code, _, err = run("lag", "-b", "127.0.0.1", "--timeout", "2")
+    assert "invalid literal" not in err
+    assert code == 0 or "Kafka is not reachable at '127.0.0.1:9092'" in err, err
+
+
+def test_a_closed_pipe_ends_the_command_quietly(kafka_bootstrap: str, unique_name: str) -> None:
+    create_topic(kafka_bootstrap, unique_name, 2)
+    command = subprocess.Popen(
+        [CLI, "lag", unique_name, "-b", kafka_bootstrap],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert command.stdout is not None and command.stderr is not None
+    command.stdout.close()  # `| head` that already has what it wanted
+    stderr = command.stderr.read()
+    assert command.wait(60) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
 def test_config_file_settings_reach_kafka(tmp_path: Path, kafka_bootstrap: str, unique_name: str) -> None:
     create_topic(kafka_bootstrap, unique_name, 1)
     config = tmp_path / "client.properties"
@@ -90,7 +145,8 @@ def test_config_file_settings_reach_kafka(tmp_path: Path, kafka_bootstrap: str, 
     # A setting librdkafka refuses is named.
     config.write_text(f"bootstrap.servers={kafka_bootstrap}\nsecurity.protocol=carrier-pigeon\n")
     code, _, err = run("topics", "--config", str(config))
-    assert code != 0 and "security.protocol" in err
+    assert code == 2 and "security.protocol" in err
+    assert "carrier-pigeon" not in err  # named, never its value
 
 
 # -- topics and lag ----------------------------------------------------------------------------------
@@ -193,6 +249,12 @@ def test_lag_is_end_minus_committed(kafka_bootstrap: str, unique_name: str) -> N
     table = [line.split() for line in out.splitlines()[1:]]
     assert table[0] == ["QUEUE", "PARTITION", "COMMITTED", "END", "LAG"]
     assert [queue, "1", "-", "3", "3"] in table and [queue, "total", "6"] in table
+
+    # No warning for a group that committed; one for a group that never did (a typo?).
+    assert "warning" not in run("lag", queue, "-b", kafka_bootstrap, "--group", group)[2]
+    code, _, err = run("lag", queue, "-b", kafka_bootstrap, "--group", f"{group}-typo")
+    assert code == 0
+    assert f"warning: group '{group}-typo' has no committed offset on these topics" in err
 
     code, _, err = run("lag", f"{queue}-none", "-b", kafka_bootstrap)
     assert code == 1 and f"The topic '{queue}-none' of queue '{queue}-none' does not exist." in err
@@ -302,20 +364,90 @@ def test_dlq_replay_sends_the_originals_once(dead_letters: dict[str, Any]) -> No
 
     # The same replay again sends nothing: the DLQ group remembers.
     again = dlq_json("replay", d, "--actor", "parse")
-    assert (again["replayed"], again["already_replayed"], again["skipped"]) == (0, 2, 2)
+    assert (again["replayed"], again["already_replayed"], again["skipped"]) == (0, 3, 2)
     shown = {r["offset"]: r["replayed"] for r in dlq_json("show", d)}
     assert shown == {0: True, 1: False, 2: True, 3: False, 4: True}
     assert [r["offset"] for r in dlq_json("show", d, "--pending")] == [1, 3]
 
     # Without filters, only what is left goes.
     rest = dlq_json("replay", d)
-    assert (rest["replayed"], rest["already_replayed"]) == (2, 2)
+    assert (rest["replayed"], rest["already_replayed"]) == (2, 3)
     assert [r.headers["dramatiq_actor"] for r in read_topic(d["bootstrap"], queue, count=10)[8:]] == [
         b"fetch",
         b"fetch",
     ]
-    assert dlq_json("replay", d)["examined"] == 0
+    done = dlq_json("replay", d)
+    assert (done["examined"], done["replayed"], done["already_replayed"]) == (0, 0, 5)
+    code, out, _ = dlq("replay", d)
+    assert code == 0 and "5 replayed before" in out
     assert record_count(d["bootstrap"], queue) == 10
+
+
+def test_an_unknown_actor_in_a_filter_fails_with_a_suggestion(dead_letters: dict[str, Any]) -> None:
+    code, _out, err = dlq("replay", dead_letters, "--actor", "prase")
+    assert code == 2
+    assert "unknown actor 'prase'" in err and "did you mean 'parse'?" in err
+
+
+def fake_dead_letters(bootstrap: str, queue: str, count: int, **extra: bytes) -> None:
+    """``count`` dead letters in ``{queue}.XQ`` pointing back at ``queue``, as a worker writes them."""
+    create_topic(bootstrap, queue, 1)
+    create_topic(bootstrap, f"{queue}.XQ", 1)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(count):
+        headers = [
+            ("dramatiq_actor", b"job"),
+            ("source_topic", queue.encode()),
+            ("source_partition", b"0"),
+            ("source_offset", str(i).encode()),
+            ("error_type", b"ValueError"),
+            *extra.items(),
+        ]
+        producer.produce(
+            f"{queue}.XQ", json.dumps({"actor_name": "job", "args": [i]}).encode(), headers=headers
+        )
+    producer.flush(10)
+
+
+def test_ctrl_c_during_a_replay_commits_what_kafka_acknowledged(
+    kafka_bootstrap: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue, total = unique_name, 540
+    fake_dead_letters(kafka_bootstrap, queue, total)
+    updates = []
+
+    def interrupt(self: object, done: int, total: int, replayed: int) -> None:
+        updates.append(done)
+        if done == 92:  # Ctrl-C 92 records in
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("dramatiq_kafka.cli.ProgressBar.update", interrupt)
+    code, _out, err = run("dlq", "replay", queue, "-b", kafka_bootstrap)
+    assert code == 130, err
+    assert "interrupted after 92 dead letter(s) examined" in err
+    assert "the 92 acknowledged are committed and will not be sent again" in err
+    assert record_count(kafka_bootstrap, queue) == 92
+    monkeypatch.undo()
+
+    rest = json.loads(run("dlq", "replay", queue, "-b", kafka_bootstrap, "--json")[1])
+    assert (rest["replayed"], rest["already_replayed"]) == (total - 92, 92)
+    assert record_count(kafka_bootstrap, queue) == total  # nothing sent twice
+
+
+def test_a_shrunk_dead_letter_is_not_replayed_empty_unless_asked(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    queue = unique_name
+    omitted = b"value of 2000123 bytes: the whole record was refused (too large); the original stays at q/0@7"
+    fake_dead_letters(kafka_bootstrap, queue, 1, dead_letter_omitted=omitted)
+    code, _, err = run("dlq", "replay", queue, "-b", kafka_bootstrap)
+    assert code == 1
+    assert "not replayed, the dead letter lacks its value of 2000123 bytes" in err
+    assert "--send-omitted sends it as it is" in err
+    assert record_count(kafka_bootstrap, queue) == 0
+    code, _, err = run("dlq", "replay", queue, "-b", kafka_bootstrap, "--send-omitted")
+    assert code == 0, err
+    assert record_count(kafka_bootstrap, queue) == 1
 
 
 def test_dlq_replay_to_another_queue_with_a_progress_bar(dead_letters: dict[str, Any]) -> None:

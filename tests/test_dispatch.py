@@ -105,10 +105,15 @@ def test_sync_bulk_names_each_message_that_was_not_delivered(broker: KafkaBroker
     assert record_count(broker.bootstrap_servers, unique_name) == len(messages) - len(failed)
 
 
-def test_sync_bulk_to_an_unreachable_kafka_times_out_naming_every_message(unique_name: str) -> None:
+def test_sync_bulk_to_a_kafka_gone_away_times_out_naming_every_message(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
     port = closed_port()
+    # The admin client reaches Kafka (the first send's check passes), the
+    # producer's address refuses: a Kafka that went away after first contact.
     broker = KafkaBroker(
-        bootstrap_servers=f"127.0.0.1:{port}",
+        bootstrap_servers=kafka_bootstrap,
+        producer_config={"bootstrap.servers": f"127.0.0.1:{port}"},
         create_topics=False,
         dispatch_many_method="sync",
         sync_timeout=2,
@@ -148,12 +153,15 @@ def test_bad_values_fail_at_declaration(
         QueueConfig(dispatch_method="never")
 
 
-def test_async_send_never_blocks_it_refuses_when_the_local_queue_is_full(unique_name: str) -> None:
+def test_async_send_never_blocks_it_refuses_when_the_local_queue_is_full(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
     port = closed_port()
+    # Kafka went away after first contact: the producer's address refuses.
     broker = KafkaBroker(
-        bootstrap_servers=f"127.0.0.1:{port}",
+        bootstrap_servers=kafka_bootstrap,
         create_topics=False,
-        producer_config={"queue.buffering.max.messages": 10},
+        producer_config={"queue.buffering.max.messages": 10, "bootstrap.servers": f"127.0.0.1:{port}"},
     )
     dramatiq.set_broker(broker)
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dramatiq_kafka import testing
+from dramatiq_kafka import localkafka, testing
 from dramatiq_kafka.cli import parse_offsets
 from dramatiq_kafka.dlq import MAX_METADATA, _PartitionReplay
 from dramatiq_kafka.offsets import decode_done_past, decode_offsets, encode_done_past, encode_offsets
@@ -56,15 +56,21 @@ def test_parse_offsets() -> None:
     assert parse_offsets("4") == (4, 4)
 
 
-def test_no_kafka_and_no_launcher_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_no_kafka_and_no_java_nor_maven_names_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    monkeypatch.setenv(testing.LAUNCHER_ENV, str(tmp_path / "missing.py"))
-    with pytest.raises(pytest.UsageError, match=r"set \$DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS"):
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither java nor mvn
+    monkeypatch.setattr(localkafka, "LIBS_DIR", tmp_path / "no-jars-yet")
+    with pytest.raises(pytest.UsageError) as raised:
         with testing.local_kafka():
             pass
+    message = str(raised.value)
+    assert "set $DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS" in message
+    assert "java not found: install Java 17+ or set JAVA_HOME" in message
+    assert "mvn not found on PATH: install Maven" in message
 
 
-def test_the_launcher_of_a_checkout_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(testing.LAUNCHER_ENV, raising=False)
-    launcher = testing.find_launcher()
-    assert launcher is not None and launcher.name == "localkafka.py" and launcher.is_file()
+def test_the_launcher_and_its_pom_are_in_the_package() -> None:
+    assert localkafka.POM.is_file() and localkafka.POM.parent == Path(testing.__file__).parent

@@ -63,3 +63,19 @@ def test_an_async_message_over_the_topics_maximum_is_reported_by_flush(
         match=rf"{message.message_id}: topic .* refused the batch of this \d+-byte record as too large",
     ):
         small_topic_broker.flush_producer(10)
+
+
+def test_a_2mb_sync_send_says_which_settings_to_raise_and_names_the_message_once(
+    small_topic_broker: KafkaBroker, unique_name: str
+) -> None:
+    actor = dramatiq.actor(lambda data: None, actor_name="big", queue_name=unique_name)
+    message = actor.message(os.urandom(1_000_000).hex())  # 2 MB of JSON
+    with pytest.raises(DeliveryError) as raised:
+        small_topic_broker.enqueue(message.copy(options={"dispatch_method": "sync"}))
+    text = str(raised.value)
+    assert text.startswith("1 of 1 message(s) not sent:"), text
+    assert text.count(message.message_id) == 1, text
+    assert "timeout" not in text
+    assert "producer_config={'message.max.bytes': ...}" in text
+    assert "the topic's max.message.bytes" in text
+    assert raised.value.failures == [(message.message_id, raised.value.failures[0][1])]

@@ -3,7 +3,7 @@
 Run a worker with ``dramatiq examples.metrics.tasks`` and read
 http://127.0.0.1:9191/metrics (Dramatiq's ``dramatiq_prom_host`` and
 ``dramatiq_prom_port`` variables move it); enqueue with
-``python -m examples.metrics.enqueue``.  Needs ``pip install dramatiq-kafka[metrics]``.
+``python -m examples.metrics.enqueue``.  Needs ``pip install 'dramatiq-kafka-broker[metrics]'``.
 """
 
 from __future__ import annotations
