@@ -31,6 +31,7 @@ from .dead_letters import DeadLetterWriter
 from .delays import TIERS, DelayConsumer, delay_partition
 from .errors import ConfigurationError
 from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders, Revocation
+from .middleware.boot import check_not_gevent
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer, OutgoingRecord
 from .retries import RetryPolicy
@@ -81,6 +82,10 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         reading offsets) may take.
       fail_fast_default(bool): The default of ``join(fail_fast=...)``.
       middleware(list[Middleware]): As for every Dramatiq broker.
+
+    Raises:
+      ConfigurationError: When a setting has the wrong type or value, or
+        the process runs under gevent (unsupported).
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         fail_fast_default: bool = True,
         middleware: list[Middleware] | None = None,
     ) -> None:
+        check_not_gevent()
         # Settings may come from Django's settings as plain values: check them here, not at
         # the first send.
         check_broker_settings(
