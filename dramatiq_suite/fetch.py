@@ -55,9 +55,9 @@ def lay_out(tests: Path, target: Path) -> int:
                 init.write_text("")
         shutil.copyfile(source, destination)
         count += 1
+    # Subpackages (middleware/ of a checkout) import ``..common`` and see this conftest too.
     for name, text in SHIMS.items():
         (target / name).write_text(text)
-    # Subpackages (middleware/) import ``..common``; give them the same fixtures too.
     return count
 
 

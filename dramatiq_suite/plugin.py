@@ -57,9 +57,6 @@ KNOWN_FAILING = HERE / "known_failing.toml"
 #: A known failure may hang (a job that is never finished keeps ``join`` waiting): bound it.
 KNOWN_FAILING_TIMEOUT = 15
 
-#: Settings of the suite's clients: a fresh group per test must not wait on Kafka's defaults.
-CONSUMER_CONFIG: dict[str, Any] = {}
-
 # As Dramatiq's conftest does: a fixed seed, INFO logs.
 random.seed(1337)
 
@@ -73,7 +70,6 @@ def stub_broker(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Iterato
         bootstrap_servers=kafka_bootstrap,
         group_id=f"suite-{name}",
         topic_prefix=f"suite-{name}.",
-        consumer_config=CONSUMER_CONFIG,
     )
     broker.emit_after("process_boot")
     dramatiq.set_broker(broker)
@@ -178,7 +174,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     passing = [short_id(report) for report in terminalreporter.stats.get("xpassed", [])]
     if passing:
         terminalreporter.section("known failures that passed")
-        terminalreporter.line(f"remove from {KNOWN_FAILING.name}: " + ", ".join(passing))
+        terminalreporter.line(
+            f"remove from {KNOWN_FAILING.name} once they pass on every run: " + ", ".join(passing)
+        )
     stale = config.stash.get(_STALE, [])
     if stale:
         terminalreporter.section("listed ids this Dramatiq does not have")
