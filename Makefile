@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup kafka demo test unit lint bench faults reliability clean
+.PHONY: setup kafka demo test unit lint dramatiq-suite floor bench faults reliability clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,18 @@ lint: setup
 
 test: setup kafka lint
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory floor
+	$(MAKE) --no-print-directory dramatiq-suite
+
+# Dramatiq's own behavioural tests for the installed Dramatiq, its stub_broker a KafkaBroker
+# (dramatiq_suite/): fetched from the package index at the first run (~2.5 min on 2 cores).
+dramatiq-suite: setup kafka
+	suite=$$($(PY) dramatiq_suite/fetch.py) && $(PY) -m pytest -p no:cacheprovider -rsxX "$$suite"
+
+# The tests that lean on Dramatiq most, on the lowest Dramatiq pyproject.toml allows (.venv-floor);
+# nothing to do while that is the installed version.
+floor: setup kafka
+	$(PY) scripts/floor.py
 
 # Side-by-side figures into docs/performance.md and docs/performance.png (~15 min;
 # installs Debian's redis-server and rabbitmq-server when missing, needs root).
@@ -46,4 +58,4 @@ unit: setup
 	$(PY) -m pytest tests -m "not slow"
 
 clean:
-	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-floor .bench .pytest_cache .mypy_cache .ruff_cache .dramatiq-suite

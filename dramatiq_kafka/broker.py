@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -18,12 +18,22 @@ from dramatiq.middleware import Middleware, Retries
 
 from .admin import TopicAdmin
 from .client_log import with_log
-from .config import DeadLetter, QueueConfig, Unset, check_group_start
+from .client_scopes import split_config
+from .config import (
+    DeadLetter,
+    QueueConfig,
+    Unset,
+    check_broker_settings,
+    check_group_start,
+    dead_letter_of,
+    queue_config_of,
+)
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
 from .delays import TIERS, DelayConsumer, delay_partition
 from .errors import ConfigurationError, without_traceback
 from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders, Revocation
+from .middleware.boot import check_not_gevent
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer, OutgoingRecord
 from .retries import RetryPolicy
@@ -55,13 +65,19 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
       topic_prefix(str): Prepended to every topic name (``"prod."``
         makes queue ``default`` the topic ``prod.default``).
       config(dict): librdkafka settings given to every client
-        (security, timeouts, ...).
+        (security, timeouts, ...); a consumer-only setting (``session.timeout.ms``)
+        goes to the consumers only, a producer-only one (``linger.ms``) to the
+        producer only.
       producer_config(dict): Extra librdkafka settings of the producer.
       consumer_config(dict): Extra librdkafka settings of the consumers.
       queues(dict[str, QueueConfig]): Per-queue topic layout and dead letters.
-      default_queue(QueueConfig): The settings of queues not in ``queues``.
+        A plain dict of a ``QueueConfig``'s settings does as well (Django
+        settings), its ``dead_letter`` too.
+      default_queue(QueueConfig): The settings of queues not in ``queues``
+        (or a dict of them).
       dead_letter(DeadLetter): Where failed jobs go when a queue's config
-        does not say; ``None``: failed jobs are retried until they succeed.
+        does not say (or a dict of its settings); ``None``: failed jobs are
+        retried until they succeed.
       create_topics(bool): Whether missing topics are created.
       new_group_start(str): Where the group starts on a partition it never
         committed on (a new or renamed ``group_id``): ``"earliest"`` (the
@@ -78,6 +94,10 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         reading offsets) may take.
       fail_fast_default(bool): The default of ``join(fail_fast=...)``.
       middleware(list[Middleware]): As for every Dramatiq broker.
+
+    Raises:
+      ConfigurationError: When a setting has the wrong type or value, or
+        the process runs under gevent (unsupported).
     """
 
     def __init__(
@@ -89,9 +109,9 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         config: dict[str, Any] | None = None,
         producer_config: dict[str, Any] | None = None,
         consumer_config: dict[str, Any] | None = None,
-        queues: dict[str, QueueConfig] | None = None,
-        default_queue: QueueConfig | None = None,
-        dead_letter: DeadLetter | None = DEFAULT_DEAD_LETTER,
+        queues: Mapping[str, QueueConfig | Mapping[str, Any]] | None = None,
+        default_queue: QueueConfig | Mapping[str, Any] | None = None,
+        dead_letter: DeadLetter | Mapping[str, Any] | None = DEFAULT_DEAD_LETTER,
         create_topics: bool = True,
         new_group_start: str = "earliest",
         dispatch_method: str = "async",
@@ -101,6 +121,23 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         fail_fast_default: bool = True,
         middleware: list[Middleware] | None = None,
     ) -> None:
+        check_not_gevent()
+        # Settings may come from Django's settings as plain values: check them here, not at
+        # the first send.
+        check_broker_settings(
+            dict(
+                bootstrap_servers=bootstrap_servers,
+                group_id=group_id,
+                topic_prefix=topic_prefix,
+                config=config,
+                producer_config=producer_config,
+                consumer_config=consumer_config,
+                queues=queues,
+                create_topics=create_topics,
+                request_timeout=request_timeout,
+                fail_fast_default=fail_fast_default,
+            )
+        )
         super().__init__(middleware=middleware)
         # Retries happen in place, partition by partition: Dramatiq's own
         # Retries (re-enqueue with a delay) would run beside them.
@@ -112,11 +149,23 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         )
         self.group_id = group_id
         self.topic_prefix = topic_prefix
-        self.client_config = {**(config or {}), "bootstrap.servers": self.bootstrap_servers}
-        self.consumer_config = {**self.client_config, **(consumer_config or {}), "group.id": group_id}
-        self.queue_configs = dict(queues or {})
-        self.default_queue = default_queue or QueueConfig()
-        self.dead_letter = dead_letter
+        # A consumer-only (or producer-only) setting in `config` goes only where it applies:
+        # elsewhere librdkafka would ignore it with a CONFWARN per client.
+        shared, consumer_only, producer_only = split_config(config or {})
+        self.client_config = {**shared, "bootstrap.servers": self.bootstrap_servers}
+        self.consumer_config = {
+            **self.client_config,
+            **consumer_only,
+            **(consumer_config or {}),
+            "group.id": group_id,
+        }
+        self.queue_configs = {
+            name: queue_config_of(queue, f"queues[{name!r}]") for name, queue in (queues or {}).items()
+        }
+        self.default_queue = (
+            QueueConfig() if default_queue is None else queue_config_of(default_queue, "default_queue")
+        )
+        self.dead_letter = dead_letter_of(dead_letter, "dead_letter")
         self.create_topics = create_topics
         check_group_start(new_group_start, "KafkaBroker")
         self.new_group_start = new_group_start
@@ -128,7 +177,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self._partition_counts: dict[str, int] = {}
         self.failures_by_queue: dict[str, list[BaseException]] = {}
 
-        self.producer = KafkaProducer({**self.client_config, **(producer_config or {})})
+        self.producer = KafkaProducer({**self.client_config, **producer_only, **(producer_config or {})})
         self.admin = TopicAdmin(self.client_config, group_id, timeout=request_timeout)
         self.dead_letters = DeadLetterWriter(self.producer, group_id)
 
@@ -280,9 +329,10 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             return []
         prepared, records = [], []
         for message in messages:
+            # Checked first, as Dramatiq's brokers do: an unknown queue is the error to report.
+            self._check_declared(message.queue_name)
             message, message_delay = self._with_eta(message, delay)
             queue_name = message.queue_name
-            self._check_declared(queue_name)
             self.emit_before("enqueue", message, message_delay)
             self.ensure_topics(queue_name)
             topic = self.topic_name(queue_name)

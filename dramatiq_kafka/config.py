@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from .errors import ConfigurationError
 from .options import PartitionKey, check_options
@@ -42,10 +44,14 @@ class DeadLetter:
     independent: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_retries is not None and self.max_retries < 0:
-            raise ConfigurationError(f"DeadLetter(max_retries={self.max_retries!r}): must be 0 or more")
-        if self.topic is not None and not self.topic.strip():
-            raise ConfigurationError("DeadLetter(topic=''): the topic name must not be empty")
+        if self.max_retries is not None and not _is_int(self.max_retries, 0):
+            raise ConfigurationError(
+                f"DeadLetter(max_retries={self.max_retries!r}): must be a whole number >= 0"
+            )
+        if self.topic is not None and (not isinstance(self.topic, str) or not self.topic.strip()):
+            raise ConfigurationError(f"DeadLetter(topic={self.topic!r}): must be a non-empty topic name")
+        if not isinstance(self.independent, bool):
+            raise ConfigurationError(f"DeadLetter(independent={self.independent!r}): must be True or False")
 
 
 class Unset:
@@ -113,12 +119,27 @@ class QueueConfig:
     partition_key: PartitionKey | None = None
 
     def __post_init__(self) -> None:
-        if self.partitions is not None and self.partitions < 1:
-            raise ConfigurationError(f"QueueConfig(partitions={self.partitions!r}): must be 1 or more")
-        if self.replication_factor is not None and self.replication_factor < 1:
+        if self.partitions is not None and not _is_int(self.partitions, 1):
             raise ConfigurationError(
-                f"QueueConfig(replication_factor={self.replication_factor!r}): must be 1 or more"
+                f"QueueConfig(partitions={self.partitions!r}): must be a whole number >= 1"
             )
+        if self.replication_factor is not None and not _is_int(self.replication_factor, 1):
+            raise ConfigurationError(
+                f"QueueConfig(replication_factor={self.replication_factor!r}): must be a whole number >= 1"
+            )
+        # Frozen: the coerced values are set the way dataclasses set fields.
+        object.__setattr__(self, "topic_config", _topic_config(self.topic_config))
+        if isinstance(self.dead_letter, Mapping):
+            object.__setattr__(
+                self, "dead_letter", dead_letter_of(self.dead_letter, "QueueConfig(dead_letter)")
+            )
+        elif not isinstance(self.dead_letter, DeadLetter | Unset | None):
+            raise ConfigurationError(
+                f"QueueConfig(dead_letter={self.dead_letter!r}): must be a DeadLetter, a dict of its "
+                "settings, or None"
+            )
+        if not isinstance(self.ordered, bool):
+            raise ConfigurationError(f"QueueConfig(ordered={self.ordered!r}): must be True or False")
         if self.retry_mode not in RETRY_MODES:
             allowed = ", ".join(map(repr, RETRY_MODES))
             raise ConfigurationError(f"QueueConfig(retry_mode={self.retry_mode!r}): must be one of {allowed}")
@@ -145,3 +166,107 @@ class QueueConfig:
                 raise ConfigurationError(
                     f"QueueConfig({name}={value!r}): must be a number of milliseconds >= 0"
                 )
+
+
+def _is_int(value: Any, least: int) -> bool:
+    """Whether ``value`` is an int (not a bool) of at least ``least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _topic_config(value: Any) -> dict[str, str]:
+    """Topic settings as Kafka takes them (strings); numbers and booleans are written out."""
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"QueueConfig(topic_config={value!r}): must be a dict of topic settings")
+    config: dict[str, str] = {}
+    for name, setting in value.items():
+        if not isinstance(name, str):
+            raise ConfigurationError(f"QueueConfig(topic_config): the setting name {name!r} is not a string")
+        if isinstance(setting, bool):
+            setting = "true" if setting else "false"
+        elif isinstance(setting, int | float):
+            setting = str(setting)
+        if not isinstance(setting, str):
+            raise ConfigurationError(
+                f"QueueConfig(topic_config): {name}={setting!r} must be a string, a number or a boolean"
+            )
+        config[name] = setting
+    return config
+
+
+def _from_mapping(kind: type[Any], value: Mapping[Any, Any], key: str) -> Any:
+    names = [f.name for f in fields(kind)]
+    unknown = [name for name in value if name not in names]
+    if unknown:
+        raise ConfigurationError(
+            f"{key}: unknown {kind.__name__} setting(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(names)}"
+        )
+    try:
+        return kind(**value)
+    except ConfigurationError as e:
+        raise ConfigurationError(f"{key}: {e}") from None
+
+
+def dead_letter_of(value: Any, key: str) -> DeadLetter | None:
+    """A :class:`DeadLetter` from itself, ``None`` or a plain dict of its
+    settings (as Django settings hold them).
+
+    Raises:
+      ConfigurationError: Naming ``key`` when the value or one of its
+        settings has the wrong type.
+    """
+    if value is None or isinstance(value, DeadLetter):
+        return value
+    if isinstance(value, Mapping):
+        return _from_mapping(DeadLetter, value, key)  # type: ignore[no-any-return]
+    raise ConfigurationError(f"{key}={value!r}: must be a DeadLetter, a dict of its settings, or None")
+
+
+def queue_config_of(value: Any, key: str) -> QueueConfig:
+    """A :class:`QueueConfig` from itself or a plain dict of its settings.
+
+    Raises:
+      ConfigurationError: Naming ``key`` when the value or one of its
+        settings has the wrong type.
+    """
+    if isinstance(value, QueueConfig):
+        return value
+    if isinstance(value, Mapping):
+        return _from_mapping(QueueConfig, value, key)  # type: ignore[no-any-return]
+    raise ConfigurationError(f"{key}={value!r}: must be a QueueConfig or a dict of its settings")
+
+
+#: The type of each plain ``KafkaBroker`` setting, and how to say it in an error.
+_BROKER_SETTINGS: dict[str, tuple[tuple[type, ...], str]] = {
+    "bootstrap_servers": ((str, type(None)), "a string 'host:port[,host:port]'"),
+    "group_id": ((str,), "a string"),
+    "topic_prefix": ((str,), "a string"),
+    "config": ((dict, type(None)), "a dict of librdkafka settings"),
+    "producer_config": ((dict, type(None)), "a dict of librdkafka settings"),
+    "consumer_config": ((dict, type(None)), "a dict of librdkafka settings"),
+    "queues": ((dict, type(None)), "a dict of queue names to QueueConfig (or dicts of its settings)"),
+    "create_topics": ((bool,), "True or False"),
+    "fail_fast_default": ((bool,), "True or False"),
+    "request_timeout": ((int, float), "a positive number of seconds"),
+}
+
+
+def check_broker_settings(settings: Mapping[str, Any]) -> None:
+    """Check the type of every plain ``KafkaBroker`` setting given.
+
+    Raises:
+      ConfigurationError: Naming the first setting of the wrong type.
+    """
+    for key, value in settings.items():
+        types, expected = _BROKER_SETTINGS[key]
+        wrong = not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+        if key == "request_timeout" and not wrong:
+            wrong = value <= 0
+        if key == "group_id" and not wrong:
+            wrong = not value.strip()
+        if wrong:
+            raise ConfigurationError(f"KafkaBroker({key}={value!r}): must be {expected}")
+        if isinstance(value, dict) and key.endswith("config"):
+            for name in value:
+                if not isinstance(name, str):
+                    raise ConfigurationError(f"KafkaBroker({key}): the setting name {name!r} is not a string")

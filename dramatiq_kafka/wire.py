@@ -2,14 +2,24 @@
 
 Any language can enqueue a job by writing a record whose value is the JSON
 below to the queue's topic; see ``docs/wire-format.md``.
+
+The value is encoded by Dramatiq's global encoder (``dramatiq.set_encoder``),
+so what Dramatiq's ``JSONEncoder`` refuses (a ``datetime``, a ``UUID``, a
+``set``) is refused here too, with its ``TypeError``.  With that encoder,
+the default, messages made only of plain JSON values go through orjson,
+which writes the same JSON fifteen times faster; anything else goes
+through the encoder itself, which decides.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import dramatiq
 import orjson
 from confluent_kafka import Message as KafkaRecord
+from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 
@@ -32,12 +42,51 @@ _FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id"
 
 
 def encode_message(message: Message[Any]) -> bytes:
-    """Serialise a message as the record's value."""
-    if type(message) is Message:
-        # orjson writes a dataclass's fields in order, as asdict() would,
-        # five times faster; proxies and subclasses go through asdict().
-        return orjson.dumps(message)
-    return orjson.dumps(message.asdict())
+    """Serialise a message as the record's value, with Dramatiq's encoder.
+
+    Raises:
+      TypeError: When the encoder refuses a value (Dramatiq's
+        ``JSONEncoder``: one that is not JSON, a ``datetime`` say).
+    """
+    encoder = dramatiq.get_encoder()
+    if type(encoder) is JSONEncoder and _is_plain_json(message.args, message.kwargs, message.options):
+        if type(message) is Message:
+            # orjson writes a dataclass's fields in order, as asdict() would;
+            # proxies and subclasses go through asdict().
+            return orjson.dumps(message)
+        return orjson.dumps(message.asdict())
+    return encoder.encode(message.asdict())
+
+
+def _is_plain_json(*values: Any) -> bool:
+    """Whether every value is made of JSON's own types only, which orjson
+    and Dramatiq's ``json.dumps`` write alike.  Anything else (a
+    ``datetime``, a ``UUID`` or an ``Enum`` that orjson would write as a
+    string, an ``int`` past 64 bits, a NaN) is left to Dramatiq's encoder."""
+    stack = list(values)
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is str or kind is bool or value is None:
+            continue
+        if kind is int:
+            if -(2**63) <= value < 2**64:
+                continue
+            return False
+        if kind is float:
+            if math.isfinite(value):
+                continue
+            return False
+        if kind is list or kind is tuple:
+            stack.extend(value)
+        elif kind is dict:
+            for key, item in value.items():
+                if type(key) is not str:
+                    return False
+                stack.append(item)
+        else:
+            return False
+    return True
 
 
 def message_headers(message: Message[Any]) -> Headers:
@@ -51,10 +100,34 @@ def message_headers(message: Message[Any]) -> Headers:
 def message_id_of(value: bytes | None) -> str:
     """The message id in a record value we wrote, or ``"<unknown>"``."""
     try:
-        message_id = orjson.loads(value or b"").get("message_id")
-    except (orjson.JSONDecodeError, AttributeError):
+        message_id = _decode(value or b"").get("message_id")
+    except Exception:
         return "<unknown>"
     return message_id if isinstance(message_id, str) else "<unknown>"
+
+
+def _decode(value: bytes) -> Any:
+    """A record value decoded by Dramatiq's encoder (orjson for its JSONEncoder).
+
+    Raises:
+      DecodeError: When the encoder cannot decode it.
+    """
+    encoder = dramatiq.get_encoder()
+    if type(encoder) is JSONEncoder:
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError as e:
+            # json reads what orjson refuses (NaN, which json.dumps writes): it decides.
+            try:
+                return encoder.decode(value)
+            except Exception:
+                raise DecodeError(f"The record value is not JSON: {e}", value, e) from None
+    try:
+        return encoder.decode(value)
+    except Exception as e:
+        raise DecodeError(
+            f"The record value cannot be decoded by {type(encoder).__name__}: {e}", value, e
+        ) from None
 
 
 def headers_of(record: KafkaRecord) -> Headers:
@@ -75,10 +148,7 @@ def decode_message(value: bytes | None, queue_name: str) -> Message[Any]:
     """
     if value is None:
         raise DecodeError("The record has no value (a tombstone).", value, None)
-    try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError as e:
-        raise DecodeError(f"The record value is not JSON: {e}", value, e) from None
+    data = _decode(value)
     if not isinstance(data, dict):
         raise DecodeError(f"The record value is JSON {type(data).__name__}, not an object.", value, None)
     missing = [name for name in _REQUIRED_FIELDS if not isinstance(data.get(name), str)]
@@ -86,7 +156,7 @@ def decode_message(value: bytes | None, queue_name: str) -> Message[Any]:
         raise DecodeError(f"The record value lacks the string field(s) {', '.join(missing)}.", value, None)
     fields = {name: data[name] for name in _FIELDS if name in data}
     for name, kind, json_name in (
-        ("args", list, "array"),
+        ("args", list | tuple, "array"),  # a tuple from encoders other than JSON
         ("kwargs", dict, "object"),
         ("options", dict, "object"),
     ):

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_examples_are_found() -> None:
-    assert {"basic", "context", "dispatch", "metrics", "testing"} <= {path.name for path in EXAMPLES}
+    names = {path.name for path in EXAMPLES}
+    assert {"basic", "context", "dispatch", "django_app", "metrics", "testing"} <= names
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[path.name for path in EXAMPLES])
