@@ -31,7 +31,7 @@ from .config import (
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
 from .delays import TIERS, DelayConsumer, delay_partition
-from .errors import ConfigurationError, without_traceback
+from .errors import ConfigurationError, JobFailure
 from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders, Revocation
 from .middleware.boot import check_not_gevent
 from .partitions import KafkaMessageProxy
@@ -175,7 +175,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self.queues: set[str] = set()
         self._topics_ensured: set[str] = set()
         self._partition_counts: dict[str, int] = {}
-        self.failures_by_queue: dict[str, list[BaseException]] = {}
+        self.failures_by_queue: dict[str, list[JobFailure]] = {}
 
         self.producer = KafkaProducer({**self.client_config, **producer_only, **(producer_config or {})})
         self.admin = TopicAdmin(self.client_config, group_id, timeout=request_timeout)
@@ -467,7 +467,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         errors = self.failures_by_queue.setdefault(q_name(message.queue_name), [])
         if len(errors) < MAX_REMEMBERED_FAILURES:
             # Only the first is raised; none keeps its traceback's frames alive.
-            errors.append(without_traceback(getattr(message, "_exception", None), message.message_id))
+            errors.append(JobFailure.of(getattr(message, "_exception", None), message.message_id))
         if exhausted and message.failures:
             policy = self.retry_policy(message)
             if policy.on_exhausted:
@@ -499,8 +499,8 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             drained = self._drained(queue_name) and self._drained(dq_name(queue_name))
             # Checked after the drain: a job may fail while the offsets are read.
             if should_fail_fast:
-                for error in self.failures_by_queue.get(q_name(queue_name), []):
-                    raise error
+                for failure in self.failures_by_queue.get(q_name(queue_name), []):
+                    raise failure.exception()
             if drained:
                 return
             if deadline is not None and time.monotonic() >= deadline:

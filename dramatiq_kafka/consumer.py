@@ -30,7 +30,7 @@ from .client_errors import ClientErrors
 from .dead_letters import DeadLetterWriter
 from .errors import DeliveryError, KafkaConnectionError
 from .events import EVENTS
-from .outcomes import Requeue, RetryInPlace, ToDeadLetters, decide, is_failure
+from .outcomes import Outcome, Requeue, RetryInPlace, ToDeadLetters, decide, is_failure
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer, ThreadSends
 from .retries import RetryPolicy
@@ -431,7 +431,7 @@ class KafkaConsumer(Consumer):
                 )
                 self._dead_letter(job, message_id="", attempts=0, reason=str(e))
                 continue
-            return KafkaMessageProxy(message, record, job)
+            return KafkaMessageProxy(message, record, job, self)
 
     # -- acks ----------------------------------------------------------------------------------------
 
@@ -464,7 +464,11 @@ class KafkaConsumer(Consumer):
                 with self._lock:
                     self._scheduler.hand_back(job)
             elif rejected:
-                self._reject(message, error, exhausted=False)
+                outcome, message.outcome = message.outcome, None
+                if isinstance(outcome, ToDeadLetters):
+                    self._give_up(message, error, outcome)
+                else:  # a ``throws`` exception
+                    self._reject(message, error, exhausted=False)
             elif error is not None:
                 self._failed(message, error)
             elif sends is not None and sends.pending:
@@ -511,7 +515,13 @@ class KafkaConsumer(Consumer):
             self._recover(message)
         self._wake()
 
-    def _failed(self, message: KafkaMessageProxy, error: BaseException) -> None:
+    def decide(self, message: KafkaMessageProxy, error: BaseException) -> Outcome | None:
+        """Count a failed run of ``message`` and decide what becomes of it;
+        ``None`` when its partition moved on.  Asked once per run: by the
+        retries middleware (so that a job to be dead-lettered reaches
+        Dramatiq's middleware as a failed message), or else by the ack."""
+        if message.outcome is not None:
+            return message.outcome
         job = message._job
         policy = self.retry_policy(message)
         requeue = self.retry_mode == "requeue"
@@ -520,7 +530,7 @@ class KafkaConsumer(Consumer):
                 # A requeued job is a new record: its failures travel in the message.
                 job.failures = max(job.failures, int(message.options.get("retries", 0)))
             if not self._scheduler.failed(job, spent=is_failure(error)):
-                return  # its partition moved on meanwhile
+                return None
             failures, streak = job.failures, job.schedule.streak
         outcome = decide(
             policy,
@@ -530,23 +540,37 @@ class KafkaConsumer(Consumer):
             shared_budget=self.ordered and not policy.independent,
             requeue=requeue,
         )
-        if isinstance(outcome, ToDeadLetters):
-            self.logger.error(
-                "%s failed %d time(s)%s; moving it to %r.",
-                message,
-                max(failures, 1),
-                f" ({outcome.reason})" if outcome.reason else "",
-                self.dead_letter_topic,
-            )
-            self._reject(message, error, exhausted=outcome.exhausted, reason=outcome.reason)
-            return
+        # What Dramatiq's Retries sets, for callbacks and the next run.
         message.options["retries"] = failures
         message.options["traceback"] = "".join(traceback.format_exception(error, limit=30))
-        message.options["requeue_timestamp"] = int(time.time() * 1000)
-        if isinstance(outcome, Requeue):
+        if not isinstance(outcome, ToDeadLetters):
+            message.options["requeue_timestamp"] = int(time.time() * 1000)
+        message.outcome = outcome
+        return outcome
+
+    def _failed(self, message: KafkaMessageProxy, error: BaseException) -> None:
+        outcome = self.decide(message, error)
+        message.outcome = None  # the next run decides anew
+        if outcome is None:
+            return  # its partition moved on meanwhile
+        if isinstance(outcome, ToDeadLetters):
+            self._give_up(message, error, outcome)
+        elif isinstance(outcome, Requeue):
             self._requeue(message, error, outcome)
         else:
             self._retry_in_place(message, error, outcome)
+
+    def _give_up(
+        self, message: KafkaMessageProxy, error: BaseException | None, outcome: ToDeadLetters
+    ) -> None:
+        self.logger.error(
+            "%s failed %d time(s)%s; moving it to %r.",
+            message,
+            max(message.failures, 1),
+            f" ({outcome.reason})" if outcome.reason else "",
+            self.dead_letter_topic,
+        )
+        self._reject(message, error, exhausted=outcome.exhausted, reason=outcome.reason)
 
     def _retry_in_place(
         self, message: KafkaMessageProxy, error: BaseException, outcome: RetryInPlace

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+from typing import Any, NamedTuple
 
 from dramatiq.errors import BrokerConnectionError, BrokerError
 from dramatiq.middleware import MiddlewareError
@@ -82,15 +82,32 @@ class AuthenticationError(KafkaConnectionError):
     """
 
 
-def without_traceback(error: BaseException | None, message_id: str) -> BaseException:
-    """A copy of ``error`` that holds no traceback (nor its frames' locals),
-    for keeping after its job ended."""
-    if error is None:
-        return Exception(f"Message {message_id} failed with an unknown error")
-    try:
-        kept = copy.copy(error)
-    except Exception:
-        kept = KafkaBrokerError(f"{type(error).__name__}: {error}")
-    kept.__traceback__ = None
-    kept.__context__ = kept.__cause__ = None
-    return kept
+class JobFailure(NamedTuple):
+    """What is kept of a dead-lettered job's error for ``join(fail_fast=True)``:
+    not the exception itself, which would keep its traceback's frames (and
+    their locals) alive.
+
+    Attributes:
+      message_id(str): The job's message id.
+      error_type(type): The class of its error.
+      args(tuple): The error's arguments.
+      text(str): ``str()`` of the error.
+    """
+
+    message_id: str
+    error_type: type[BaseException]
+    args: tuple[Any, ...]
+    text: str
+
+    @classmethod
+    def of(cls, error: BaseException | None, message_id: str) -> JobFailure:
+        if error is None:
+            return cls(message_id, Exception, (), f"Message {message_id} failed with an unknown error")
+        return cls(message_id, type(error), error.args, str(error))
+
+    def exception(self) -> BaseException:
+        """The error again, as a new exception of its class where it can be made."""
+        try:
+            return self.error_type(*self.args)
+        except Exception:
+            return KafkaBrokerError(f"{self.error_type.__name__}: {self.text}")

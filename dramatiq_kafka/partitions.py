@@ -8,6 +8,7 @@ from confluent_kafka import Message as KafkaRecord
 from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
+from .outcomes import Outcome
 from .scheduling import Job
 
 
@@ -16,16 +17,23 @@ class KafkaMessageProxy(MessageProxy):
 
     Attributes:
       record: The Kafka record (topic, partition, offset, key, headers).
+      outcome: What becomes of its failed run, once decided.
       cancelled(bool): Whether its partition was revoked before it started
         (it is skipped) or while it ran and it learned so from
         ``revoked()``: its offset is not committed, the new owner runs it.
     """
 
-    def __init__(self, message: Message[Any], record: KafkaRecord, job: Job) -> None:
+    def __init__(self, message: Message[Any], record: KafkaRecord, job: Job, consumer: Any = None) -> None:
         super().__init__(message)
         self.record = record
         self.cancelled = False
+        self.outcome: Outcome | None = None
         self._job = job
+        self._consumer = consumer
+
+    def decide_failure(self, error: BaseException) -> Outcome | None:
+        """What becomes of this run, which raised ``error`` (see ``KafkaConsumer.decide``)."""
+        return None if self._consumer is None else self._consumer.decide(self, error)
 
     @property
     def partition(self) -> int:

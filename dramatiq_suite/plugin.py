@@ -162,7 +162,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=f"cannot hold on Kafka: {cannot_hold[test_id]}"))
         elif test_id in known_failing:
             item.add_marker(pytest.mark.timeout(KNOWN_FAILING_TIMEOUT))
-            reason = f"known failing until the consumer rewrite: {known_failing[test_id]}"
+            reason = f"known failing: {known_failing[test_id]}"
             item.add_marker(pytest.mark.xfail(reason=reason))
     config.stash[_STALE] = sorted((set(cannot_hold) | set(known_failing)) - seen)
 

@@ -63,7 +63,7 @@ def test_sigterm_during_a_long_retry_backoff_exits_promptly(make_app: Callable[.
     app.broker.flush_producer()
     worker = app.start_worker(threads=1)
     wait_for(lambda: 0 in ledger(app.ledger_dir, "start"), timeout=60)
-    wait_for(lambda: "waits 60.0s" in worker.output(), timeout=10)
+    wait_for(lambda: "runs it again in 60.0s" in worker.output(), timeout=10)
     started = time.monotonic()
     assert worker.terminate() == 0
     elapsed = time.monotonic() - started

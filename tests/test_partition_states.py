@@ -317,7 +317,9 @@ def test_dead_lettered_jobs_leave_nothing_behind_in_the_worker(
     assert len(alive) == 0, f"{len(alive)} failed jobs' frames are still alive"
     kept = broker.failures_by_queue[unique_name]
     assert 0 < len(kept) <= 100
-    assert all(error.__traceback__ is None and isinstance(error, RuntimeError) for error in kept)
+    assert all(failure.error_type is RuntimeError for failure in kept)
+    with pytest.raises(RuntimeError, match="fails for good"):
+        broker.join(unique_name, fail_fast=True)
     assert record_count(broker.bootstrap_servers, f"{unique_name}.XQ") == 150
 
 

@@ -8,6 +8,7 @@ import dramatiq
 from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
+from ..outcomes import ToDeadLetters
 from ..partitions import KafkaMessageProxy
 
 
@@ -20,7 +21,10 @@ class PartitionRetries(Middleware):
     retrying: a failed job's partition pauses, waits out the backoff and
     runs the same record again, then dead-letters it after its retries.
     An exception listed in ``throws`` is not retried: the job is
-    dead-lettered at once.
+    dead-lettered at once.  A failed run's fate is decided here, after the
+    job ran and before Dramatiq acks it, so that a job to be dead-lettered
+    reaches the rest of Dramatiq as a failed message (``after_nack``:
+    ``Results`` stores its failure, ``Callbacks`` run ``on_failure``).
     """
 
     def __init__(self) -> None:
@@ -50,4 +54,8 @@ class PartitionRetries(Middleware):
         throws = message.options.get("throws") or (actor.options.get("throws") if actor else None)
         if throws and isinstance(exception, throws):
             self.logger.info("Aborting message %r.", message.message_id)
+            message.fail()
+        elif isinstance(message.decide_failure(exception), ToDeadLetters):
+            # Dead-lettered: a failed message to the rest of Dramatiq (Results
+            # stores the failure, Callbacks run on_failure, in after_nack).
             message.fail()
