@@ -170,6 +170,7 @@ class KafkaConsumer(JobSettling, Consumer):
         self._next_commit = time.monotonic() + commit_interval
         self._next_poll = 0.0
         self._closed = False
+        self._told_idle = False
 
         defaults = self.client_defaults()
         if config.get("group.protocol", "classic") == "classic":
@@ -201,15 +202,24 @@ class KafkaConsumer(JobSettling, Consumer):
         return [TopicPartition(self.topic, partition) for partition in partitions]
 
     def _on_assign(self, consumer: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
-        self.logger.info(
-            "Assigned partitions %s of %r.", sorted(tp.partition for tp in partitions), self.topic
-        )
+        numbers = sorted(tp.partition for tp in partitions)
         with self._lock:
-            for tp in partitions:
+            for partition in numbers:
                 # Its pause state is unknown to this assignment: the next
                 # brake pass tells librdkafka, which keeps a pause across
                 # revocations, what this partition wants.
-                self._scheduler.assign(tp.partition)
+                self._scheduler.assign(partition)
+            holding = len(self._partitions)
+        if numbers:
+            self.logger.info("Assigned partitions %s of %r.", numbers, self.topic)
+        elif not holding and not self._told_idle:
+            # Cooperative rebalances call this once per step: say it once.
+            self.logger.info(
+                "This worker holds no partition of %r: the group's other members hold them all "
+                "(a topic needs as many partitions as the worker processes meant to share it).",
+                self.topic,
+            )
+        self._told_idle = not holding
 
     def _on_revoke(self, consumer: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
         self.logger.info(

@@ -15,7 +15,7 @@ from pathlib import Path
 import dramatiq
 import pytest
 
-from dramatiq_kafka import ConfigurationError, KafkaBroker, KafkaConnectionError
+from dramatiq_kafka import ConfigurationError, KafkaBroker, KafkaConnectionError, QueueConfig
 from dramatiq_kafka.client_log import ClientLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,3 +125,39 @@ def test_a_repeated_librdkafka_line_is_logged_once_then_counted(caplog: pytest.L
     assert messages[0][1].startswith("producer: FAIL [rdkafka#producer-1]")
     assert messages[1][0] == logging.WARNING and "GETPID" in messages[1][1]
     assert "(and 199 more like it in the last 0.2 s)" in messages[2][1]
+
+
+def test_a_worker_left_without_a_partition_says_so_once(
+    kafka_bootstrap: str, unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"group-{unique_name}",
+        queues={unique_name: QueueConfig(partitions=1)},
+    )
+    dramatiq.set_broker(broker)
+    dramatiq.actor(lambda: None, actor_name="noop", queue_name=unique_name)
+    first = broker.consume(unique_name, prefetch=1, timeout=100)
+    second = broker.consume(unique_name, prefetch=1, timeout=100)
+    caplog.set_level(logging.INFO, logger="dramatiq_kafka")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            next(first)
+            next(second)
+            holding = [bool(c._partitions) for c in (first, second)]  # type: ignore[attr-defined]
+            if sorted(holding) == [False, True] and "holds no partition" in caplog.text:
+                break
+        for _ in range(20):  # more rebalance steps, if any
+            next(first)
+            next(second)
+    finally:
+        first.close()
+        second.close()
+        broker.close()
+    lines = [r.getMessage() for r in caplog.records if "holds no partition" in r.getMessage()]
+    assert lines == [
+        f"This worker holds no partition of {unique_name!r}: the group's other members hold them all "
+        "(a topic needs as many partitions as the worker processes meant to share it)."
+    ]
+    assert "Assigned partitions []" not in caplog.text
