@@ -72,7 +72,7 @@ def test_failing_and_overrunning_jobs_under_worker_churn_all_end(make_app: Calla
         count=record_count(app.broker.bootstrap_servers, f"{app.queue}.XQ"),
     )
     dead_ids = Counter(json.loads(letter.value or b"{}")["args"][0] for letter in dead)
-    errors = Counter(letter.headers["error_type"] for letter in dead)
+    errors = Counter(letter.headers["error_type"].decode() for letter in dead)
     counted = Count(
         sent=len(succeeding),
         executed=len(succeeding & set(done)),
@@ -82,7 +82,7 @@ def test_failing_and_overrunning_jobs_under_worker_churn_all_end(make_app: Calla
     record(
         Result(
             scenario="7-chaos",
-            title="chaos: failing, overrunning and poison jobs while workers join and leave",
+            title="chaos: jobs failing once, twice or always, or overrunning their time limit, while workers join and leave",
             fault=f"{total} jobs ({', '.join(f'{share:.0%} {kind}' for kind, share in KINDS.items())}; "
             f"max_retries 3, time limit 1 s) over {duration:.0f} s on {PARTITIONS} partitions; every "
             f"{CHURN_EVERY:.0f} s a worker (4 threads) joins or gets SIGTERM: {joins} joins, {leaves} leaves",
