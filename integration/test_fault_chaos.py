@@ -82,7 +82,7 @@ def test_failing_and_overrunning_jobs_under_worker_churn_all_end(make_app: Calla
     record(
         Result(
             scenario="7-chaos",
-            title="chaos: jobs failing once, twice or always, or overrunning their time limit, while workers join and leave",
+            title="chaos: jobs failing once, twice or always, or over their time limit, under worker churn",
             fault=f"{total} jobs ({', '.join(f'{share:.0%} {kind}' for kind, share in KINDS.items())}; "
             f"max_retries 3, time limit 1 s) over {duration:.0f} s on {PARTITIONS} partitions; every "
             f"{CHURN_EVERY:.0f} s a worker (4 threads) joins or gets SIGTERM: {joins} joins, {leaves} leaves",
