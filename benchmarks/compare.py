@@ -25,8 +25,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import localkafka  # noqa: E402
+from dramatiq_kafka import localkafka  # noqa: E402
 
 CASES = ("e2e", "enqueue")
 

@@ -93,10 +93,18 @@ def closed_port() -> int:
 
 
 def run_worker(
-    broker: KafkaBroker, queue: str, *, threads: int = 4, timeout: int = 60_000, fail_fast: bool | None = None
+    broker: KafkaBroker,
+    queue: str,
+    *,
+    threads: int = 4,
+    timeout: int = 60_000,
+    fail_fast: bool | None = None,
+    only_this_queue: bool = False,
 ) -> None:
-    """Run an in-process worker until the group committed every record of ``queue``."""
-    worker = Worker(broker, worker_threads=threads, worker_timeout=100)
+    """Run an in-process worker until the group committed every record of ``queue``
+    (consuming only ``queue`` when ``only_this_queue``)."""
+    queues = {queue} if only_this_queue else None
+    worker = Worker(broker, worker_threads=threads, worker_timeout=100, queues=queues)
     worker.start()
     try:
         broker.join(queue, timeout=timeout, fail_fast=fail_fast)

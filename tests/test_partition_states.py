@@ -150,13 +150,7 @@ def test_a_job_whose_follow_up_send_is_refused_is_retried_then_dead_lettered(
 
     for i in range(5):
         job.send(i)
-    broker.flush_producer()
-    worker = Worker(broker, worker_threads=2, worker_timeout=100, queues={unique_name})
-    worker.start()
-    try:
-        broker.join(unique_name, timeout=60_000)
-    finally:
-        worker.stop()
+    run_worker(broker, unique_name, threads=2, only_this_queue=True)
     assert runs == {0: 3, 1: 1, 2: 1, 3: 1, 4: 1}
     [dead] = read_topic(broker.bootstrap_servers, f"{unique_name}.XQ", count=1)
     assert dead.headers["error_type"] == b"DeliveryError"
@@ -183,13 +177,7 @@ def test_an_on_retry_exhausted_send_that_raises_still_dead_letters_the_job(
 
     for i in range(4):
         job.send(i, blob)
-    broker.flush_producer()
-    worker = Worker(broker, worker_threads=2, worker_timeout=100, queues={unique_name})
-    worker.start()
-    try:
-        broker.join(unique_name, timeout=60_000)
-    finally:
-        worker.stop()
+    run_worker(broker, unique_name, threads=2, only_this_queue=True)
     assert runs == {0: 1, 1: 1, 2: 1, 3: 1}
     [dead] = read_topic(broker.bootstrap_servers, f"{unique_name}.XQ", count=1)
     assert dead.headers["error_type"] == b"RuntimeError"
