@@ -92,13 +92,14 @@ def test_the_wheel_has_the_launcher_the_licenses_and_complete_metadata(built: Bu
     assert "Programming Language :: Python :: 3.11" in classifiers and "Typing :: Typed" in classifiers
     description = metadata.get_payload()
     assert isinstance(description, str)
-    # What PyPI shows first: the name, what it is, how to install it, the name clash.
+    # What PyPI shows first: the name, what it is, the checkout's two commands (the README
+    # starts with them), then how to install it and the name clash, before any code.
     assert description.startswith(f"# {DISTRIBUTION}\n")
-    head = description[:1500]
+    head = description[:2000]
     assert f"pip install {DISTRIBUTION}" in head
     assert "Not `pip install dramatiq-kafka`" in head
-    # The checkout's commands come after, for those who cloned it.
-    assert description.index(f"pip install {DISTRIBUTION}") < description.index("make demo")
+    assert description.index("make demo") < description.index(f"pip install {DISTRIBUTION}")
+    assert description.index(f"pip install {DISTRIBUTION}") < description.index("## Quickstart")
 
 
 def test_the_sdist_has_what_its_tests_need(built: Built) -> None:
