@@ -145,6 +145,9 @@ class PartitionSchedule:
         self.offsets = PartitionOffsets()
         self.keys: Counter[bytes] = Counter()
         self.in_flight = 0
+        # The in-flight count of all partitions of the scheduler (shared: the
+        # limit is checked on every hand-out, and summing cost a tenth of it).
+        self.all_in_flight = [0]
         self.retries_waiting = 0
         self.dead_letters_pending = 0
         self.streak = 0
@@ -234,6 +237,7 @@ class PartitionSchedule:
         job.due = None
         job.runs += 1
         self.in_flight += 1
+        self.all_in_flight[0] += 1
         if job.key is not None:
             self.keys[job.key] += 1
 
@@ -242,6 +246,7 @@ class PartitionSchedule:
         old = job.state
         if old in IN_FLIGHT and state not in IN_FLIGHT:
             self.in_flight -= 1
+            self.all_in_flight[0] -= 1
             if job.key is not None:
                 self.keys[job.key] -= 1
                 if self.keys[job.key] <= 0:
@@ -293,11 +298,13 @@ class Scheduler:
         self.schedule_type = schedule_type
         self.partitions: dict[int, PartitionSchedule] = {}
         self._cursor = 0
+        self._in_flight = [0]
 
     # -- assignment ---------------------------------------------------------------------------------
 
     def assign(self, partition: int) -> PartitionSchedule:
         schedule = self.schedule_type(partition, ordered=self.ordered, buffer_limit=self.buffer_limit)
+        schedule.all_in_flight = self._in_flight
         self.partitions[partition] = schedule
         return schedule
 
@@ -338,7 +345,8 @@ class Scheduler:
 
     @property
     def in_flight(self) -> int:
-        return sum(schedule.in_flight for schedule in self.partitions.values())
+        """Jobs running or awaiting their sends, over all partitions."""
+        return self._in_flight[0]
 
     def fetched(self, partition: int, offset: int, key: bytes | None, record: Any) -> Job | None:
         schedule = self.partitions.get(partition)
@@ -348,11 +356,13 @@ class Scheduler:
 
     def next_job(self, now: float) -> Job | None:
         """Start the next job that may start, taking partitions in turn."""
-        if self.in_flight >= self.limit:
+        if self._in_flight[0] >= self.limit:
             return None
         schedules = list(self.partitions.values())
         for i in range(len(schedules)):
             schedule = schedules[(self._cursor + i) % len(schedules)]
+            if not (schedule.buffer or schedule.retries_waiting):
+                continue
             job = schedule.startable(now)
             if job is not None:
                 self._cursor += i + 1

@@ -249,6 +249,15 @@ class PartitionMachine(RuleBasedStateMachine):
         if self._current(job):
             self._fail(job, ERRORS[kind]())
 
+    @precondition(lambda self: len(self.running) > 1)
+    @rule(kind=st.sampled_from(sorted(ERRORS)))
+    def downstream_outage(self, kind: str) -> None:
+        """A service every job calls goes away: all running jobs fail at once."""
+        running, self.running = self.running, []
+        for job in running:
+            if self._current(job):
+                self._fail(job, ERRORS[kind]())
+
     @precondition(lambda self: any(job.schedule.revoked for job in self.running))
     @rule(data=st.data())
     def job_sees_revoked(self, data: st.DataObject) -> None:
@@ -310,6 +319,7 @@ class PartitionMachine(RuleBasedStateMachine):
 
     @invariant()
     def limits_keys_and_order_hold(self) -> None:
+        assert self.scheduler.in_flight == sum(s.in_flight for s in self.scheduler.partitions.values())
         assert self.scheduler.in_flight <= self.scheduler.limit
         for schedule in self.scheduler.partitions.values():
             keys = Counter(job.key for job in schedule.jobs.values() if job.state in IN_FLIGHT and job.key)
@@ -357,6 +367,10 @@ class PartitionMachine(RuleBasedStateMachine):
             assert self.committed[partition] == len(self.logs[partition]), (
                 f"partition {partition} stuck at {self.committed[partition]} of {len(self.logs[partition])}"
             )
+
+    def teardown(self) -> None:
+        # Every run ends with the liveness check, wherever its steps left it.
+        self.everything_succeeds_from_now_on()
 
 
 PartitionMachine.TestCase.settings = settings(
