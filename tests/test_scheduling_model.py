@@ -463,3 +463,22 @@ def test_the_model_finds_the_old_consumers_defects(
     # Hypothesis groups distinct failures; an invariant must be among them, not a crash.
     if isinstance(raised.value, ExceptionGroup):
         assert raised.value.subgroup(AssertionError) is not None, raised.value
+
+
+def test_a_paused_partition_says_why() -> None:
+    scheduler = Scheduler(limit=2, buffer_limit=2)
+    schedule = scheduler.assign(0)
+    for offset in range(3):
+        scheduler.fetched(0, offset, None, None)
+    assert scheduler.pause_changes() == ([0], [])
+    assert schedule.pause_reason(0.0) == "3 records buffered"
+    job = scheduler.next_job(0.0)
+    assert job is not None and scheduler.failed(job, spent=True)
+    scheduler.retry(job, 1.5)
+    assert schedule.pause_reason(1.0) == "offset 0 waits for retry 1 (due in 0.5s)"
+    assert scheduler.next_job(1.0) is None, "nothing new starts while a retry waits"
+    assert scheduler.next_job(1.5) is job
+    scheduler.dead_lettering(job)
+    assert schedule.pause_reason(2.0) == "offset 0 is being dead-lettered"
+    scheduler.dead_lettered(job)
+    assert schedule.offsets.watermark == 1
