@@ -328,11 +328,6 @@ class KafkaConsumer(JobSettling, Consumer):
             # A partition revoked meanwhile: the next assignment starts afresh.
             self.logger.warning("Could not pause %s / resume %s: %s", pause, resume, e.args[0])
 
-    def _wake(self) -> None:
-        """Tell the polling thread a slot, a key or a partition may be free."""
-        with self._room:
-            self._room.notify()
-
     # -- the iterator --------------------------------------------------------------------------------
 
     def __next__(self) -> MessageProxy | None:

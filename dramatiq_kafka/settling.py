@@ -52,9 +52,12 @@ class JobSettling:
     _scheduler: Scheduler
     _closed: bool
     _finished_since_commit: int
+    _room: threading.Condition
 
     def _wake(self) -> None:
-        raise NotImplementedError
+        """Tell the polling thread a slot, a key or a partition may be free."""
+        with self._room:
+            self._room.notify()
 
     def ack(self, message: MessageProxy) -> None:
         """A job ended without being rejected: done, failed for a retry, cut
