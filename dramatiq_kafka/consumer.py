@@ -64,6 +64,10 @@ CLASSIC_GROUP_DEFAULTS: dict[str, Any] = {
 
 #: The longest a single poll blocks, so commits stay timely while idle.
 POLL_SLICE = 0.1
+#: The longest a poll blocks while a job of this consumer runs.  Nothing can wake a
+#: thread inside librdkafka's poll, and a job that fails with a short backoff is
+#: started again by this thread: with 100 ms slices, each "retry in 0 ms" took 100.
+IN_FLIGHT_POLL_SLICE = 0.005
 #: The most records fetched by one poll.
 POLL_BATCH = 500
 
@@ -342,11 +346,12 @@ class KafkaConsumer(JobSettling, Consumer):
             if now >= deadline:
                 return None
             self._apply_brakes()
-            wait = min(POLL_SLICE, deadline - now)
             with self._lock:
                 waiting = any(s.buffer or s.blocked for s in self._partitions.values())
                 due = self._scheduler.next_due()
                 buffered = sum(len(s.buffer) for s in self._partitions.values() if not s.paused)
+                running = self._scheduler.in_flight > 0
+            wait = min(IN_FLIGHT_POLL_SLICE if running else POLL_SLICE, deadline - now)
             if waiting:
                 # Records wait for a slot, a key, a retry: wait for a job to end
                 # (or the next retry to fall due), but keep polling so that the

@@ -52,6 +52,28 @@ def test_a_job_that_fails_once_runs_again_as_the_same_record(
     assert committed == ends == {0: 1}
 
 
+def test_a_zero_backoff_retry_runs_again_at_once(
+    make_broker: Callable[..., KafkaBroker], unique_name: str
+) -> None:
+    # The consumer thread used to sit in its 100 ms fetch while the job failed, so that
+    # every "retry in 0 ms" waited for the end of that fetch.
+    broker = make_broker(partitions=1, min_backoff=0, max_backoff=0)
+    starts: list[float] = []
+
+    @dramatiq.actor(queue_name=unique_name, max_retries=10)
+    def flaky() -> None:
+        starts.append(time.monotonic())
+        if len(starts) <= 10:
+            raise RuntimeError("fails ten times")
+
+    flaky.send()
+    run_worker(broker, unique_name)
+
+    assert len(starts) == 11
+    gaps = sorted(b - a for a, b in itertools.pairwise(starts))
+    assert gaps[len(gaps) // 2] < 0.05, f"median gap between a failure and its retry {gaps[5]:.3f}s"
+
+
 @pytest.mark.parametrize(("failing", "max_retries"), [(10, 2), (10, 0), (0, 2), (99, 2)])
 def test_an_ordered_partition_retries_then_dead_letters_and_keeps_order(
     make_broker: Callable[..., KafkaBroker], unique_name: str, failing: int, max_retries: int
