@@ -402,6 +402,13 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         """
         self.producer.flush(timeout)
 
+    def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        if signal == "process_boot":
+            # A worker process sends retries, dead letters and its jobs' messages: its
+            # producer gets ready while the process joins its group (KafkaProducer.start).
+            self.producer.start()
+        super().emit_after(signal, *args, **kwargs)
+
     # -- consuming -----------------------------------------------------------------------------------
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 1000) -> Consumer:
@@ -413,6 +420,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         """
         self._check_declared(queue_name)
         self.ensure_topics(queue_name)
+        self.producer.start()  # as at process_boot, for a Worker started in-process
         config = self.queue_config(queue_name)
         options: dict[str, Any] = dict(
             queue_name=queue_name,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from typing import Any
 
 import dramatiq
 import pytest
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
 from dramatiq import Worker
 from dramatiq.rate_limits import backends as rate_limit_backends
 from dramatiq.rate_limits.backend import RateLimiterBackend
@@ -49,6 +52,7 @@ __all__ = [
     "stub_rate_limiter_backend",
     "stub_result_backend",
     "stub_worker",
+    "warm_kafka",
 ]
 
 HERE = Path(__file__).resolve().parent
@@ -59,6 +63,28 @@ KNOWN_FAILING_TIMEOUT = 15
 
 # As Dramatiq's conftest does: a fixed seed, INFO logs.
 random.seed(1337)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_kafka(kafka_bootstrap: str) -> None:
+    """Give the run's new Kafka what every running cluster has: its offsets topic.
+
+    The first consumer group of a cluster makes Kafka create ``__consumer_offsets`` (50
+    partitions), which took 3-4 s here: without this, the first of Dramatiq's tests with a
+    sub-second budget failed on any run that started with it.
+    """
+    topic = "suite-warm-up"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 1)])[topic].result(30)
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": topic})
+    assigned: list[object] = []
+    consumer.subscribe([topic], on_assign=lambda _consumer, partitions: assigned.extend(partitions))
+    deadline = time.monotonic() + 60
+    try:
+        while not assigned and time.monotonic() < deadline:
+            consumer.poll(0.1)
+    finally:
+        consumer.close()
 
 
 @pytest.fixture

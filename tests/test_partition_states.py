@@ -17,6 +17,7 @@ import dramatiq
 import pytest
 from confluent_kafka import Consumer, Producer
 from dramatiq import Worker
+from dramatiq.middleware import Shutdown
 
 from dramatiq_kafka import DeadLetter, KafkaBroker, QueueConfig
 from dramatiq_kafka.wire import encode_message, message_headers
@@ -316,3 +317,40 @@ class Payload:
 
     def __init__(self) -> None:
         self.data = bytearray(100_000)
+
+
+def test_a_shutdown_notification_reaches_the_running_job_and_the_next_worker_runs_it_again(
+    make_broker: Callable[..., KafkaBroker], unique_name: str
+) -> None:
+    broker = make_broker(partitions=1, min_backoff=100)
+    events: list[str] = []
+    running = threading.Event()
+
+    @dramatiq.actor(queue_name=unique_name, notify_shutdown=True)
+    def long() -> None:
+        if events:  # the second run: the restarted worker
+            events.append("ran again")
+            return
+        running.set()
+        try:
+            for _ in range(1000):
+                time.sleep(0.01)
+        except Shutdown:
+            events.append("notified")
+            raise
+        events.append("not notified")
+
+    long.send()
+    broker.emit_after("process_boot")
+    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    assert running.wait(30)
+    worker.stop()
+    assert events == ["notified"]
+    assert record_count(broker.bootstrap_servers, f"{unique_name}.XQ") == 0, "a shutdown is no failure"
+    committed, _ = committed_and_end(broker.bootstrap_servers, broker.group_id, unique_name)
+    assert committed.get(0, 0) == 0, "the interrupted job's offset stays uncommitted"
+
+    run_worker(broker, unique_name, threads=2)
+    assert events == ["notified", "ran again"]
+    assert _committed_is_end(broker, unique_name)
