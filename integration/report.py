@@ -52,7 +52,7 @@ FOOTER = """\
 ## What the scenarios found
 
 - **A consumer that lost its partitions while the only node was frozen never rejoined** (scenario
-  7, 1 run in 4 at first; in the first run of the new test). librdkafka timed the session out,
+  8, 1 run in 4 at first; in the first run of the new test). librdkafka timed the session out,
   reported the partitions lost, and the handle's coordinator connection then kept its requests
   (JoinGroup, commits) queued without ever sending them, after the node answered again: no
   assignment came, no job ran, and closing the handle waited on those requests for good, so the
@@ -80,6 +80,14 @@ FOOTER = """\
   `docs/security.md`).
 - **`join()` failed right after a broker start** with `NOT_COORDINATOR` while the group
   coordinator loaded; it now asks again until its timeout.
+- **With Dramatiq's own brokers** (from their documented behaviour, not measured here): a worker
+  frozen past its heartbeat is, with RabbitMQ, disconnected by the server, which redelivers its
+  unacknowledged messages (up to its prefetch) to the other workers; its acks after waking fail on
+  the closed channel, so the bound is the same kind as scenario 9's. With Redis, a frozen worker's
+  unacknowledged messages are requeued by another worker only after `heartbeat_timeout` (60 s by
+  default), and nothing stops the woken worker from acking them too. A frozen server (scenario 8)
+  stops both brokers' enqueues and deliveries until it answers; neither has a consumer group to
+  rejoin.
 - Recovery after a worker's `kill -9`, and after a restart of the only node, is bounded by the
   consumer's `session.timeout.ms` (45 s by default): the group waits for the dead member's
   session to expire before it hands its partitions on. The runs use 6-10 s; with the default,
@@ -136,7 +144,9 @@ def render(results: list[dict[str, Any]]) -> str:
     parts = [HEADER]
     if not by_scenario:
         parts.append("No results recorded yet: run `make faults`.\n")
-    parts += [section(runs) for _, runs in sorted(by_scenario.items())]
+    # By number: scenario 10 after 9.
+    ordered = sorted(by_scenario.items(), key=lambda item: (int(item[0].partition("-")[0]), item[0]))
+    parts += [section(runs) for _, runs in ordered]
     parts.append(FOOTER)
     return "\n".join(parts)
 

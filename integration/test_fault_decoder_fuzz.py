@@ -1,4 +1,4 @@
-"""Scenario 9: the consumer's decoder fuzzed with hypothesis-generated records.
+"""Scenario 10: the consumer's decoder fuzzed with hypothesis-generated records.
 
 Values (bytes, JSON of any shape, messages with fields of any type), headers
 and keys go straight to a queue's topic on a real Kafka; the consumer of
@@ -94,7 +94,7 @@ def test_fuzzed_records_are_jobs_or_dead_letters_with_a_reason(
     check_examples(kafka_bootstrap, unique_name)
     record(
         Result(
-            scenario="9-decoder-fuzz",
+            scenario="10-decoder-fuzz",
             title="the decoder fuzzed (hypothesis records: values, headers, keys)",
             fault=f"{TOTALS['records']} generated records in {TOTALS['examples']} examples (values: bytes, "
             "any JSON, messages with fields dropped or of any type, tombstones; any headers and keys)",

@@ -1,4 +1,4 @@
-"""Scenario 7: the only Kafka node frozen (SIGSTOP) past the session timeout, then thawed.
+"""Scenario 8: the only Kafka node frozen (SIGSTOP) past the session timeout, then thawed.
 
 Sockets stay open and nothing answers: librdkafka times the session out on
 its own side, declares the partitions lost and must rejoin once the node
@@ -101,7 +101,7 @@ def test_frozen_node_every_consumer_gets_its_partitions_back(own_kafka: Any, tmp
     stuck = sum(1 for o in outcomes if o[3])
     record(
         Result(
-            scenario="7-frozen-node",
+            scenario="8-frozen-node",
             title="the only Kafka node frozen past the session timeout",
             fault=f"SIGSTOP of the only node's JVM for {FROZEN_SECONDS} s (session.timeout.ms "
             f"{SESSION_MS // 1000} s), then SIGCONT, under {RATE} sync jobs/s to {PARTITIONS} "

@@ -1,4 +1,4 @@
-"""Scenario 8: a zombie worker, frozen (SIGSTOP) past its session timeout and thawed.
+"""Scenario 9: a zombie worker, frozen (SIGSTOP) past its session timeout and thawed.
 
 One of two workers stops answering in the middle of a steady run, as in a
 long GC pause or a paused VM: the group gives its partitions to the other
@@ -80,7 +80,7 @@ def test_a_zombie_worker_commits_nothing_for_partitions_it_lost(make_app: Callab
     log = zombie.output()
     record(
         Result(
-            scenario="8-zombie-worker",
+            scenario="9-zombie-worker",
             title="a zombie worker (frozen past its session, then thawed)",
             fault=f"SIGSTOP of one of two workers ({THREADS} threads each, session.timeout.ms "
             f"{SESSION_MS // 1000} s) for {FROZEN_SECONDS} s, then SIGCONT, under "
