@@ -71,6 +71,12 @@ IN_FLIGHT_POLL_SLICE = 0.005
 #: The most records fetched by one poll.
 POLL_BATCH = 500
 
+#: A consumer that lost its partitions and heard of no new assignment for
+#: this many session timeouts is no member of its group any more: it is rebuilt.
+REJOIN_SESSIONS = 3
+#: The session timeout librdkafka uses when the config sets none.
+DEFAULT_SESSION_MS = 45_000
+
 #: Decides how a failed message is retried.
 RetryPolicyFor = Callable[[MessageProxy], RetryPolicy]
 
@@ -175,6 +181,13 @@ class KafkaConsumer(JobSettling, Consumer):
         self._next_poll = 0.0
         self._closed = False
         self._told_idle = False
+        # When the group last took this member's partitions without a
+        # revocation; None while it is (or is becoming) a member.
+        self._lost_at: float | None = None
+        self._gave_up = False
+        self.rejoin_timeout = (
+            REJOIN_SESSIONS * int(config.get("session.timeout.ms", DEFAULT_SESSION_MS)) / 1000
+        )
 
         defaults = self.client_defaults()
         if config.get("group.protocol", "classic") == "classic":
@@ -207,6 +220,8 @@ class KafkaConsumer(JobSettling, Consumer):
 
     def _on_assign(self, consumer: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
         numbers = sorted(tp.partition for tp in partitions)
+        # Even an empty assignment means the member joined a generation.
+        self._lost_at = None
         with self._lock:
             for partition in numbers:
                 # Its pause state is unknown to this assignment: the next
@@ -252,6 +267,28 @@ class KafkaConsumer(JobSettling, Consumer):
         numbers = [tp.partition for tp in partitions]
         self._resume_before_leaving(numbers)
         self._forget(numbers)
+        self._lost_at = time.monotonic()
+
+    def _check_membership(self, now: float) -> None:
+        """Give up a librdkafka handle that lost its partitions and never rejoined.
+
+        After a node froze past the session timeout, a consumer sometimes
+        (1 run in 4) logged its partitions lost and never got an assignment
+        again, while the process's other consumer rejoined: the handle's
+        group state never left the failed join: its coordinator connection
+        kept the requests queued (JoinGroup, commits) and never sent them,
+        and closing the handle waited on them for good.  Raising a connection error
+        makes Dramatiq's consumer thread close this consumer and make a new
+        one, which joins the group as a new member.
+        """
+        if self._lost_at is not None and now - self._lost_at > self.rejoin_timeout:
+            lost_for = now - self._lost_at
+            self._lost_at = None
+            self._gave_up = True
+            raise KafkaConnectionError(
+                f"Consumer of {self.topic!r} lost its partitions {lost_for:.0f} s ago and has not "
+                "rejoined its group since: starting a new consumer."
+            )
 
     def _resume_before_leaving(self, partitions: list[int]) -> None:
         # librdkafka remembers a pause across revoke and re-assign: a
@@ -338,6 +375,7 @@ class KafkaConsumer(JobSettling, Consumer):
         deadline = time.monotonic() + self.timeout
         while True:
             now = time.monotonic()
+            self._check_membership(now)
             self._commit_when_due(now)
             self._write_due_dead_letters(now)
             proxy = self._hand_out(now)
@@ -466,4 +504,20 @@ class KafkaConsumer(JobSettling, Consumer):
                 self._closed = True
                 for partition in list(self._partitions):
                     self._scheduler.forget(partition)
+            self._close_client()
+
+    def _close_client(self) -> None:
+        if not self._gave_up:
             self._consumer.close()
+            return
+        # A handle given up on waits, while closing, on requests its coordinator
+        # connection never sends: the consumer thread must not wait with it.
+        closing = threading.Thread(target=self._consumer.close, name=f"close-{self.topic}", daemon=True)
+        closing.start()
+        closing.join(self.settle_timeout)
+        if closing.is_alive():
+            self.logger.warning(
+                "The Kafka client of %r that never rejoined did not close within %.0f s: left behind.",
+                self.topic,
+                self.settle_timeout,
+            )

@@ -132,3 +132,49 @@ def test_a_sync_send_with_wrong_credentials_fails_fast_saying_authentication_fai
             broker.close()
         except AuthenticationError:
             pass
+
+
+#: A password no message would contain by chance.
+LEAKY = "pw-9f3Kq-never-shown"
+
+
+def test_no_log_line_or_error_shows_the_password(
+    sasl_kafka: Any, unique_name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The wrong-credential paths of the worker and of a send, with a password that must not leak."""
+    config = sasl_config(sasl_kafka, password=LEAKY)
+    env = {
+        **os.environ,
+        "DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS": sasl_kafka.sasl_bootstrap_servers,
+        "APP_CLIENT_CONFIG": json.dumps(config),
+        "APP_LEDGER": str(tmp_path),
+    }
+    worker = subprocess.run(
+        [sys.executable, "-m", "dramatiq", "integration.app", "--processes", "1", "--threads", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode == 3, worker.stderr
+    broker = KafkaBroker(
+        bootstrap_servers=sasl_kafka.sasl_bootstrap_servers,
+        config=config,
+        dispatch_method="sync",
+        sync_timeout=30,
+    )
+    dramatiq.set_broker(broker)
+    actor = dramatiq.actor(lambda: None, actor_name="job", queue_name=unique_name)
+    caplog.set_level("DEBUG")
+    try:
+        with pytest.raises(AuthenticationError) as raised:
+            actor.send()
+    finally:
+        try:
+            broker.close()
+        except AuthenticationError:
+            pass
+    shown = [worker.stdout, worker.stderr, str(raised.value), repr(raised.value), caplog.text]
+    assert all(LEAKY not in text for text in shown)
+    assert "authentication failed" in worker.stderr.lower()

@@ -1,0 +1,91 @@
+"""A consumer whose partitions the group took away must end up a member again.
+
+The frozen-node scenario (``integration/test_fault_frozen_node.py``) found a
+consumer that logged its partitions lost and never rejoined.  Here the same
+state is made deterministically on a real Kafka: the consumer stops polling
+past ``max.poll.interval.ms`` (librdkafka leaves the group and reports the
+partitions lost), and its librdkafka handle is then left without a
+subscription, so no assignment can ever come.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dramatiq_kafka import KafkaBroker, KafkaConnectionError, QueueConfig
+from dramatiq_kafka.consumer import KafkaConsumer
+
+pytestmark = pytest.mark.slow
+
+SESSION_MS = 6000  # the broker's group.min.session.timeout.ms
+#: The consumer's own bound (3 session timeouts), and time to spare.
+REJOIN_BOUND = 3 * SESSION_MS / 1000 + 20
+GROUP_TIMEOUTS = {"session.timeout.ms": SESSION_MS, "max.poll.interval.ms": SESSION_MS + 1000}
+
+
+def make_consumer(kafka_bootstrap: str, unique_name: str) -> tuple[KafkaBroker, KafkaConsumer]:
+    broker = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"group-{unique_name}",
+        queues={unique_name: QueueConfig(partitions=2)},
+        consumer_config=GROUP_TIMEOUTS,
+    )
+    broker.declare_queue(unique_name)
+    consumer = broker.consume(unique_name, prefetch=1, timeout=200)
+    assert isinstance(consumer, KafkaConsumer)
+    deadline = time.monotonic() + 30
+    while not consumer._partitions and time.monotonic() < deadline:
+        next(consumer)
+    assert sorted(consumer._partitions) == [0, 1]
+    return broker, consumer
+
+
+def lose_partitions(consumer: KafkaConsumer) -> None:
+    time.sleep((SESSION_MS + 2000) / 1000)  # past max.poll.interval.ms: librdkafka leaves
+    deadline = time.monotonic() + 20
+    while consumer._partitions and time.monotonic() < deadline:
+        next(consumer)
+    assert not consumer._partitions, "librdkafka did not report the partitions lost"
+
+
+def test_a_consumer_that_never_rejoins_after_losing_its_partitions_is_rebuilt(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    broker, consumer = make_consumer(kafka_bootstrap, unique_name)
+    try:
+        lose_partitions(consumer)
+        consumer._consumer.unsubscribe()  # no assignment can come any more
+        started = time.monotonic()
+        with pytest.raises(KafkaConnectionError) as raised:
+            while time.monotonic() - started < REJOIN_BOUND:
+                next(consumer)
+        assert "has not rejoined its group since: starting a new consumer." in str(raised.value)
+        assert time.monotonic() - started >= REJOIN_BOUND - 20 - SESSION_MS / 1000
+        # Dramatiq's consumer thread then makes a new consumer: it is assigned again.
+        consumer.close()
+        consumer = broker.consume(unique_name, prefetch=1, timeout=200)
+        assert isinstance(consumer, KafkaConsumer)
+        deadline = time.monotonic() + 60
+        while not consumer._partitions and time.monotonic() < deadline:
+            next(consumer)
+        assert sorted(consumer._partitions) == [0, 1]
+    finally:
+        consumer.close()
+        broker.close()
+
+
+def test_a_consumer_that_rejoins_after_losing_its_partitions_is_kept(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    broker, consumer = make_consumer(kafka_bootstrap, unique_name)
+    try:
+        lose_partitions(consumer)
+        deadline = time.monotonic() + consumer.rejoin_timeout + 2
+        while time.monotonic() < deadline:
+            next(consumer)  # must not raise: librdkafka rejoins by itself here
+        assert sorted(consumer._partitions) == [0, 1]
+    finally:
+        consumer.close()
+        broker.close()
