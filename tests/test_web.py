@@ -1,0 +1,72 @@
+"""The read-only dashboard against a real Kafka and a real worker."""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+from typing import Any
+
+import dramatiq
+from dramatiq import Worker
+
+from dramatiq_kafka import KafkaBroker
+from dramatiq_kafka.web import make_app
+
+from .helpers import wait_for
+
+
+def get(app: Any, path: str, method: str = "GET") -> tuple[str, str]:
+    seen: dict[str, str] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"] = status
+
+    body = b"".join(
+        app({"PATH_INFO": path, "REQUEST_METHOD": method, "wsgi.input": io.BytesIO()}, start_response)
+    )
+    return seen["status"], body.decode()
+
+
+def test_the_pages_show_what_kafka_says(kafka_bootstrap: str, unique_name: str) -> None:
+    prefix = f"{unique_name}."
+    broker = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"g-{unique_name}",
+        topic_prefix=prefix,
+        status_interval=0.5,
+    )
+    dramatiq.set_broker(broker)
+    release = threading.Event()
+
+    @dramatiq.actor(queue_name="work")
+    def hold(token: str) -> None:
+        release.wait(30)
+
+    for _ in range(5):
+        hold.send("<script>hunter2</script>")
+    broker.flush_producer()
+    worker = Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    app = make_app(broker, cache_seconds=0)
+    try:
+        # The worker's status record names its partitions once it holds them.
+        wait_for(lambda: "work/" in get(app, "/workers")[1], 30, 0.5)
+        lags = broker.admin.lag(f"{prefix}work")
+        status, page = get(app, "/")
+        assert status.startswith("200")
+        row = re.search(r'<a href="/queue/work">work</a></td>(.*?)</tr>', page)
+        assert row is not None
+        cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+        assert cells[:3] == [str(len(lags)), str(sum(p.end for p in lags)), str(sum(p.lag for p in lags))]
+        _, queue = get(app, "/queue/work")
+        assert queue.count("<tr>") == len(lags) + 1
+        _, workers = get(app, "/workers")
+        assert "work/" in workers
+        assert "hunter2" not in page + queue + workers and kafka_bootstrap not in page + queue + workers
+        assert get(app, "/", "POST")[0].startswith("405")
+        assert get(app, "/queue/nope")[0].startswith("404")
+    finally:
+        release.set()
+        worker.stop()
+        broker.close()
