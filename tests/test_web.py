@@ -70,3 +70,33 @@ def test_the_pages_show_what_kafka_says(kafka_bootstrap: str, unique_name: str) 
         release.set()
         worker.stop()
         broker.close()
+
+
+def test_a_paused_partition_shows_why(kafka_bootstrap: str, unique_name: str) -> None:
+    prefix = f"{unique_name}."
+    broker = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"g-{unique_name}",
+        topic_prefix=prefix,
+        status_interval=0.5,
+    )
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name="work", max_retries=5, min_backoff=60_000, max_backoff=60_000)
+    def fails() -> None:
+        raise ValueError("no")
+
+    fails.send()
+    broker.flush_producer()
+    worker = Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    app = make_app(broker, cache_seconds=0)
+    try:
+        wait_for(lambda: "waits for retry 1" in get(app, "/queue/work")[1], 40, 0.5)
+        page = get(app, "/queue/work")[1]
+        assert "offset 0 waits for retry 1 (due in" in page and "paused" in page
+        row = re.search(r'<a href="/queue/work">work</a></td>(.*?)</tr>', get(app, "/")[1])
+        assert row is not None and re.findall(r"<td>(.*?)</td>", row.group(1))[3] == "1"
+    finally:
+        worker.stop()
+        broker.close()
