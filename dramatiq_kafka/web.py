@@ -64,8 +64,21 @@ class Dashboard:
             self._cache[name] = (time.monotonic(), value)
         return value
 
+    def topics(self) -> list[str]:
+        """Every topic a page may show: the queues', their delay and dead-letter topics."""
+        topics = []
+        for queue in sorted(self.broker.get_declared_queues()):
+            topics += [
+                self.broker.topic_name(queue),
+                self.broker.topic_name(dq_name(queue)),
+                self.broker.dead_letter_topic(queue),
+            ]
+        return topics
+
     def lag(self, topic: str) -> list[PartitionLag]:
-        return list(self._cached(f"lag:{topic}", lambda: self.admin.lag(topic)))
+        # One batched reading of every topic, shared by the pages for cache_seconds.
+        lags: dict[str, list[PartitionLag]] = self._cached("lags", lambda: self.admin.lags(self.topics()))
+        return lags.get(topic) or []
 
     def workers(self) -> dict[str, dict[str, Any]]:
         return dict(
