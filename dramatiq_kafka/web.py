@@ -75,10 +75,13 @@ class Dashboard:
             ]
         return topics
 
+    def all_lags(self) -> dict[str, list[PartitionLag]]:
+        """Every topic's lag, in one batched reading (the overview)."""
+        return dict(self._cached("lags", lambda: self.admin.lags(self.topics())))
+
     def lag(self, topic: str) -> list[PartitionLag]:
-        # One batched reading of every topic, shared by the pages for cache_seconds.
-        lags: dict[str, list[PartitionLag]] = self._cached("lags", lambda: self.admin.lags(self.topics()))
-        return lags.get(topic) or []
+        """One topic's lag (a queue's page)."""
+        return list(self._cached(f"lag:{topic}", lambda: self.admin.lags([topic])[topic]))
 
     def workers(self) -> dict[str, dict[str, Any]]:
         return dict(
@@ -96,12 +99,13 @@ class Dashboard:
 
     def queue_rows(self) -> list[dict[str, Any]]:
         owners = self.partition_owners()
+        lags = self.all_lags()
         rows = []
         for queue in sorted(self.broker.get_declared_queues()):
             topic = self.broker.topic_name(queue)
-            partitions = self.lag(topic)
-            delayed = self.lag(self.broker.topic_name(dq_name(queue)))
-            dead = self.lag(self.broker.dead_letter_topic(queue))
+            partitions = lags.get(topic) or []
+            delayed = lags.get(self.broker.topic_name(dq_name(queue))) or []
+            dead = lags.get(self.broker.dead_letter_topic(queue)) or []
             rows.append(
                 {
                     "queue": queue,
