@@ -28,6 +28,7 @@ from dramatiq.logging import get_logger
 
 from .admin import PartitionLag, TopicAdmin
 from .broker import KafkaBroker
+from .delays import TIER_BOUNDS, TIERS, tier_partitions
 from .status import read_status
 
 #: A status record older than this many of its intervals marks its process stale.
@@ -202,7 +203,19 @@ def make_app(broker: KafkaBroker, **options: Any) -> Callable[[dict[str, Any], S
                 ]
             )
         header = ["partition", "end", "committed", "lag", "owner", "in flight", "paused", "why"]
-        return page(f"Queue {name}", _table(header, rows))
+        return page(f"Queue {name}", _table(header, rows) + "<h2>Delayed jobs</h2>" + delayed(name))
+
+    def delayed(name: str) -> str:
+        lags = {p.partition: p.lag for p in dashboard.lag(broker.topic_name(dq_name(name)))}
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for tier in range(TIERS):
+            groups.setdefault(tuple(tier_partitions(tier, len(lags))), []).append(tier)
+        rows = []
+        for partitions, tiers in groups.items():
+            upto = [TIER_BOUNDS[t] / 1000 if t < len(TIER_BOUNDS) else None for t in tiers]
+            label = " / ".join(f"up to {b:g}s" if b is not None else "longer" for b in upto)
+            rows.append([label, ", ".join(map(str, partitions)), sum(lags.get(p, 0) for p in partitions)])
+        return _table(["delay tier", "partitions", "waiting (not committed)"], rows)
 
     def workers() -> bytes:
         now = time.time()
