@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup kafka demo test unit lint dramatiq-suite floor bench faults reliability clean
+.PHONY: setup kafka demo dashboard test unit lint dramatiq-suite floor bench faults reliability clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,10 @@ kafka:
 
 demo: setup kafka
 	$(PY) scripts/demo.py
+
+# The demo's queues with the dashboard on them; prints its address.
+dashboard: setup kafka
+	$(PY) scripts/dashboard.py
 
 lint: setup
 	$(PY) -m ruff check .

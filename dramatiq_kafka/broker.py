@@ -93,6 +93,9 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
       request_timeout(float): Seconds an admin request (creating topics,
         reading offsets) may take.
       fail_fast_default(bool): The default of ``join(fail_fast=...)``.
+      status_interval(float): Seconds between two status records of a
+        worker process (``status.py``, ``docs/wire-format.md``); ``None``
+        publishes none.
       middleware(list[Middleware]): As for every Dramatiq broker.
 
     Raises:
@@ -120,6 +123,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         request_timeout: float = 10.0,
         fail_fast_default: bool = True,
         middleware: list[Middleware] | None = None,
+        status_interval: float | None = 5.0,
     ) -> None:
         check_not_gevent()
         # Settings may come from Django's settings as plain values: check them here, not at
@@ -190,6 +194,10 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self.add_middleware(BootCheck())
         self.add_middleware(PartitionRetries())
         self.add_middleware(Revocation())
+        if status_interval is not None:
+            from .status import WorkerStatus
+
+            self.add_middleware(WorkerStatus(interval=status_interval))
 
     # -- names ---------------------------------------------------------------------------------------
 

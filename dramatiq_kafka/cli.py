@@ -639,6 +639,17 @@ def cmd_dlq_replay(args: argparse.Namespace, ctx: Context, err: TextIO) -> int:
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
+def cmd_web(args: argparse.Namespace, ctx: Context) -> int:
+    if ctx.broker is None:
+        raise UsageError("web needs --broker MODULE[:ATTR]: the dashboard shows that broker's queues")
+    from .web import serve
+
+    ctx.err.write(f"Dashboard on http://{args.host}:{args.port}/ (read-only; Ctrl-C stops it)\n")
+    ctx.err.flush()
+    serve(ctx.broker, args.host, args.port)
+    return EXIT_OK
+
+
 def check_actor_names(args: argparse.Namespace, ctx: Context, seen: set[str], topic: str) -> None:
     """Fail on an ``--actor`` that names no known actor, with a suggestion.
 
@@ -796,6 +807,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a progress bar on stderr (default: when stderr is a terminal)",
     )
     dlq_replay.set_defaults(run=cmd_dlq_replay)
+
+    web = commands.add_parser(
+        "web",
+        parents=[common],
+        help="a read-only web dashboard of the queues and workers",
+        description="Serve the dashboard (queues, partitions, workers' status records) over HTTP.",
+    )
+    web.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)")
+    web.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    web.set_defaults(run=cmd_web)
     return parser
 
 

@@ -188,6 +188,8 @@ class KafkaConsumer(JobSettling, Consumer):
         self.rejoin_timeout = (
             REJOIN_SESSIONS * int(config.get("session.timeout.ms", DEFAULT_SESSION_MS)) / 1000
         )
+        #: Wall-clock time of the last poll of Kafka (status records show it).
+        self.last_poll: float | None = None
 
         defaults = self.client_defaults()
         if config.get("group.protocol", "classic") == "classic":
@@ -212,6 +214,14 @@ class KafkaConsumer(JobSettling, Consumer):
     @property
     def _partitions(self) -> dict[int, PartitionSchedule]:
         return self._scheduler.partitions
+
+    def snapshot(self) -> dict[str, Any]:
+        """A read-only view of this consumer for status records (``status.py``):
+        its partitions (see ``PartitionSchedule.snapshot``) and the last poll."""
+        now = time.monotonic()
+        with self._lock:
+            partitions = [s.snapshot(now) for _, s in sorted(self._partitions.items())]
+        return {"topic": self.topic, "partitions": partitions, "last_poll": self.last_poll}
 
     # -- rebalance -----------------------------------------------------------------------------------
 
@@ -415,6 +425,7 @@ class KafkaConsumer(JobSettling, Consumer):
         ``consume(n, t)`` returns only once it has ``n`` records or ``t`` ran
         out: at 500 jobs/s that held each job for 50 ms on average.
         """
+        self.last_poll = time.time()
         records: list[KafkaRecord] = self._consumer.consume(wanted, 0)
         if records or wait <= 0:
             return records

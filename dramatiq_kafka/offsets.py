@@ -71,6 +71,19 @@ class PartitionOffsets:
         """The next offset to read once every finished job is committed."""
         return self._watermark
 
+    @property
+    def last_committed(self) -> int:
+        """The offset last committed for this partition by this consumer (``-1``: none yet)."""
+        return self._committed
+
+    @property
+    def fetched(self) -> int:
+        """The offset after the last one fetched (``-1``: none yet)."""
+        with self._lock:
+            if self._outstanding:
+                return self._outstanding[-1] + 1
+            return self._watermark
+
     def commit_candidate(self) -> int | None:
         """The watermark, when it is ahead of what was last committed."""
         with self._lock:

@@ -201,6 +201,22 @@ class PartitionSchedule:
                 return f"offset {job.offset} is being dead-lettered"
         return f"{len(self.buffer)} records buffered"
 
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """What the partition is doing, for status records: counts and the
+        pause's reason, never a record's content."""
+        return {
+            "partition": self.partition,
+            "committed": self.offsets.last_committed,
+            "fetched": self.offsets.fetched,
+            "in_flight": self.in_flight,
+            "buffered": len(self.buffer),
+            "retries_waiting": self.retries_waiting,
+            "dead_letters_pending": self.dead_letters_pending,
+            "paused": bool(self.paused),
+            "pause_reason": self.pause_reason(now) if self.paused else None,
+            "revoked": self.revoked,
+        }
+
     def next_due(self) -> float | None:
         """The earliest due time of a retry or a dead-letter write."""
         if not (self.retries_waiting or self.dead_letters_pending):

@@ -1,4 +1,4 @@
-"""The delay benchmark runs (on a tiny backlog); its figures live in docs/delays.md."""
+"""The benchmarks run (on tiny sizes); their figures live in docs/delays.md and docs/dashboard.md."""
 
 from __future__ import annotations
 
@@ -26,3 +26,16 @@ def test_the_delay_benchmark_prints_its_table(kafka_bootstrap: str) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "RSS (MB)" in result.stdout
     assert "(200 of 200 ran)" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_dashboard_benchmark_prints_its_table(kafka_bootstrap: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "dashboard.py"), "--queues", "3", "--partitions", "2"],
+        env={**os.environ, BOOTSTRAP_SERVERS_ENV: kafka_bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "overview, batched, uncached" in result.stdout
