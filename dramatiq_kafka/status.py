@@ -171,7 +171,6 @@ class WorkerStatus(Middleware):
         if self._producer is None:
             return
         self._producer.produce(self._topic, bounded(self.status()), process_key().encode())
-        self._producer.poll(0)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -201,8 +200,9 @@ class WorkerStatus(Middleware):
                 admin.ensure({self._topic: spec})
         except Exception as e:
             self.logger.warning("Could not create the status topic %r: %s", self._topic, e)
-        config = getattr(broker, "client_config", {})
-        self._producer = Producer(with_log({**config, "linger.ms": 50}, "status producer"))
+        # The process's own producer: a second one would cost a thread and a connection
+        # per broker for a record every few seconds.
+        self._producer = broker.producer.producer  # type: ignore[attr-defined]
         EVENTS.subscribe(self)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="dramatiq-kafka-status", daemon=True)
