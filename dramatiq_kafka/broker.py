@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -17,7 +18,6 @@ from dramatiq.message import Message
 from dramatiq.middleware import Middleware, Retries
 
 from .admin import TopicAdmin
-from .client_log import with_log
 from .client_scopes import split_config
 from .config import (
     DeadLetter,
@@ -32,6 +32,7 @@ from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
 from .delays import TIERS, DelayConsumer, delay_partition
 from .errors import ConfigurationError, JobFailure
+from .group import GroupMember
 from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders, Revocation
 from .middleware.boot import check_not_gevent
 from .partitions import KafkaMessageProxy
@@ -45,6 +46,10 @@ DEFAULT_DEAD_LETTER = DeadLetter()
 
 #: Dead-lettered errors kept per queue for ``join(fail_fast=True)``.
 MAX_REMEMBERED_FAILURES = 100
+
+#: Seconds the group member of a starting worker waits for all its queues' consumers
+#: before it subscribes (one rebalance, not one per queue).
+WORKER_BOOT_WAIT = 5.0
 
 #: Where the broker looks for Kafka when ``bootstrap_servers`` is not given.
 BOOTSTRAP_SERVERS_ENV = "DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS"
@@ -180,6 +185,13 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self._topics_ensured: set[str] = set()
         self._partition_counts: dict[str, int] = {}
         self.failures_by_queue: dict[str, list[JobFailure]] = {}
+        # The process's members of the group (group.py): one, unless queues need
+        # different consumer settings or one queue is consumed twice in a process.
+        self._members: list[GroupMember] = []
+        self._members_lock = threading.Lock()
+        # The queues a starting worker will consume and has not asked for yet.
+        self._awaited: set[str] = set()
+        self._awaited_until = 0.0
 
         self.producer = KafkaProducer({**self.client_config, **producer_only, **(producer_config or {})})
         self.admin = TopicAdmin(self.client_config, group_id, timeout=request_timeout)
@@ -410,6 +422,16 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         """
         self.producer.flush(timeout)
 
+    def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        if signal == "worker_boot" and args:
+            # The worker asks for its queues' consumers one by one, from their own
+            # threads: the process's group member subscribes once they all came.
+            whitelist = getattr(args[0], "consumer_whitelist", None) or set()
+            queues = {q for q in self.queues if not whitelist or q in whitelist}
+            self._awaited = queues | {dq_name(q) for q in queues}
+            self._awaited_until = time.monotonic() + WORKER_BOOT_WAIT
+        super().emit_before(signal, *args, **kwargs)
+
     def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
         if signal == "process_boot":
             # A worker process sends retries, dead letters and its jobs' messages: its
@@ -430,10 +452,11 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self.ensure_topics(queue_name)
         self.producer.start()  # as at process_boot, for a Worker started in-process
         config = self.queue_config(queue_name)
+        topic = self.topic_name(queue_name)
         options: dict[str, Any] = dict(
             queue_name=queue_name,
-            topic=self.topic_name(queue_name),
-            config=self._consumer_client_config(queue_name),
+            topic=topic,
+            member=self._member_for(topic, self._consumer_client_config(queue_name)),
             prefetch=prefetch,
             timeout=timeout,
             producer=self.producer,
@@ -447,6 +470,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             retry_mode=config.retry_mode,
             send_retry=self._send_retry,
         )
+        self._awaited.discard(queue_name)
         if queue_name in self.delay_queues:
             self.ensure_topics(q_name(queue_name))
             return DelayConsumer(
@@ -454,14 +478,30 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             )
         return KafkaConsumer(**options)
 
+    def _member_for(self, topic: str, config: dict[str, Any]) -> GroupMember:
+        """The process's group member that fetches ``topic``: the one with these
+        settings, unless it consumes ``topic`` already (two workers in one process)."""
+        with self._members_lock:
+            pid = os.getpid()
+            # Members of a parent process are no use after a fork.
+            self._members = [m for m in self._members if m.pid == pid]
+            for member in self._members:
+                if member.config == config and not member.serves(topic):
+                    return member
+            member = GroupMember(config, name=f"group {self.group_id!r}", hold=self._worker_booting)
+            self._members.append(member)
+            return member
+
+    def _worker_booting(self) -> bool:
+        return bool(self._awaited) and time.monotonic() < self._awaited_until
+
     def _consumer_client_config(self, queue_name: str) -> dict[str, Any]:
-        """The librdkafka settings of a queue's consumer: where a new group
-        starts, and librdkafka's log through Python logging."""
+        """The librdkafka settings of a queue's consumer: where a new group starts."""
         config = dict(self.consumer_config)
         start = self.queue_config(queue_name).new_group_start
         if start is not None or not self._user_offset_reset:
             config["auto.offset.reset"] = start or self.new_group_start
-        return with_log(config, f"consumer of {self.topic_name(queue_name)!r}")
+        return config
 
     def _send_retry(self, message: KafkaMessageProxy, delay: int) -> None:
         """Send a failed job again, to run after ``delay`` ms (``retry_mode="requeue"``)."""

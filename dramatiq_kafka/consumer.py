@@ -1,14 +1,15 @@
 """The Dramatiq consumer of one queue's topic: Kafka's side of the partition state machine.
 
-The thread that iterates it (Dramatiq's ``ConsumerThread``) polls Kafka on
-every call, whatever the jobs are doing: the group membership never depends
-on how long a job runs.  What may start, wait or commit is decided by the
-Kafka-free :class:`~dramatiq_kafka.scheduling.Scheduler`; this module feeds
-it Kafka's events (records fetched, partitions assigned and revoked, delivery
-reports) and carries out what it decides: pausing and resuming fetching,
-handing out messages, committing.  Acks, nacks, retries and dead letters are
-carried out in ``settling.py``; what becomes of a failed run is decided in
-``outcomes.py``.
+Records come from the process's :class:`~dramatiq_kafka.group.GroupMember`, the one
+Kafka consumer that every queue of the process shares: its thread polls Kafka
+whatever the jobs are doing, so the group membership never depends on how long a job
+runs, and it routes here the records, rebalance events and commit reports of this
+queue's topic.  What may start, wait or commit is decided by the Kafka-free
+:class:`~dramatiq_kafka.scheduling.Scheduler`; this module feeds it those events and
+carries out what it decides: pausing and resuming fetching, handing out messages to
+the thread that iterates it (Dramatiq's ``ConsumerThread``), committing.  Acks, nacks,
+retries and dead letters are carried out in ``settling.py``; what becomes of a failed
+run is decided in ``outcomes.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import Consumer as ConfluentConsumer
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaRecord
 from dramatiq.broker import Consumer, MessageProxy
@@ -26,10 +26,9 @@ from dramatiq.errors import DecodeError
 from dramatiq.logging import get_logger
 from dramatiq.message import Message
 
-from .client_errors import ClientErrors
 from .dead_letters import DeadLetterWriter
-from .errors import KafkaConnectionError
 from .events import EVENTS
+from .group import GroupMember
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer
 from .retries import RetryPolicy
@@ -37,57 +36,18 @@ from .scheduling import JobState, PartitionSchedule, Scheduler
 from .settling import JobSettling
 from .wire import decode_message
 
-#: Settings every worker consumer gets; the user's config may override them.
-CONSUMER_DEFAULTS: dict[str, Any] = {
-    "enable.auto.commit": False,
-    "enable.auto.offset.store": False,
-    "auto.offset.reset": "earliest",
-    # Bounds the records librdkafka keeps fetched ahead (default 64 MiB).
-    "queued.max.messages.kbytes": 16384,
-    # Per partition (default 100,000): the byte bound counts compressed
-    # batches, so under a deep backlog librdkafka held ten times as much
-    # decompressed (a worker at 160 MB with 200,000 jobs waiting, 193 MB
-    # with 400,000).  1,000 matches the consumer's own per-partition buffer.
-    "queued.min.messages": 1000,
-    # A partition over that bound is fetched again after this (default
-    # 1000 ms, which idled partitions that drained within a second).
-    "fetch.queue.backoff.ms": 20,
-}
-
-#: Classic-protocol defaults; the KIP-848 protocol (``group.protocol=consumer``)
-#: refuses them: the broker assigns and paces the group there.
-CLASSIC_GROUP_DEFAULTS: dict[str, Any] = {
-    "partition.assignment.strategy": "cooperative-sticky",
-    # Members learn of a rebalance at their next heartbeat (default 3 s).
-    "heartbeat.interval.ms": 1000,
-}
-
-#: The longest a single poll blocks, so commits stay timely while idle.
-POLL_SLICE = 0.1
-#: The longest a poll blocks while a job of this consumer runs.  Nothing can wake a
-#: thread inside librdkafka's poll, and a job that fails with a short backoff is
-#: started again by this thread: with 100 ms slices, each "retry in 0 ms" took 100.
-IN_FLIGHT_POLL_SLICE = 0.005
-#: The most records fetched by one poll.
-POLL_BATCH = 500
-
-#: A consumer that lost its partitions and heard of no new assignment for
-#: this many session timeouts is no member of its group any more: it is rebuilt.
-REJOIN_SESSIONS = 3
-#: The session timeout librdkafka uses when the config sets none.
-DEFAULT_SESSION_MS = 45_000
-
 #: Decides how a failed message is retried.
 RetryPolicyFor = Callable[[MessageProxy], RetryPolicy]
 
 
 class KafkaConsumer(JobSettling, Consumer):
-    """Consumes one topic as a member of the workers' consumer group.
+    """Consumes one topic as part of the process's member of the workers' consumer group.
 
     Parameters:
       queue_name(str): The Dramatiq queue (what ``message.queue_name`` says).
       topic(str): The topic behind it.
-      config(dict): librdkafka consumer settings, ``group.id`` included.
+      member(GroupMember): The process's Kafka consumer that fetches for it; the
+        consumer attaches itself and detaches on ``close``.
       prefetch(int): The most jobs running or waiting in the worker at once.
       timeout(int): Milliseconds ``__next__`` waits before returning ``None``.
       producer(KafkaProducer): The process's producer: a job is finished
@@ -123,7 +83,7 @@ class KafkaConsumer(JobSettling, Consumer):
         *,
         queue_name: str,
         topic: str,
-        config: dict[str, Any],
+        member: GroupMember,
         prefetch: int,
         timeout: int,
         producer: KafkaProducer,
@@ -143,9 +103,8 @@ class KafkaConsumer(JobSettling, Consumer):
         self.logger = get_logger(__name__, f"{type(self).__name__}({queue_name})")
         self.queue_name = queue_name
         self.topic = topic
+        self.member = member
         self.prefetch = max(prefetch, 1)
-        # Fetched records kept ready, in all: polls take no more than this.
-        self.buffer_low = max(self.prefetch, POLL_BATCH // 2)
         self.timeout = timeout / 1000
         self.producer = producer
         self.dead_letters = dead_letters
@@ -162,8 +121,8 @@ class KafkaConsumer(JobSettling, Consumer):
         self.send_retry = send_retry
 
         # Guards the scheduler: acks arrive from worker threads, delivery
-        # reports from the producer's thread, rebalance callbacks run on the
-        # polling thread.
+        # reports from the producer's thread, records and rebalance events
+        # from the member's thread.
         self._lock = threading.Lock()
         self._scheduler = Scheduler(
             limit=self.prefetch,
@@ -174,38 +133,17 @@ class KafkaConsumer(JobSettling, Consumer):
             buffer_limit=self.partition_buffer(),
             schedule_type=self.schedule_type,
         )
-        # Notified whenever a job ends: a slot or a key may be free again.
+        # Notified whenever something may have changed for the iterating thread:
+        # records arrived, a job ended (a slot or a key may be free), partitions went.
         self._room = threading.Condition()
+        self._woken = False
         self._finished_since_commit = 0
         self._next_commit = time.monotonic() + commit_interval
-        self._next_poll = 0.0
         self._closed = False
         self._told_idle = False
-        # When the group last took this member's partitions without a
-        # revocation; None while it is (or is becoming) a member.
-        self._lost_at: float | None = None
-        self._gave_up = False
-        self.rejoin_timeout = (
-            REJOIN_SESSIONS * int(config.get("session.timeout.ms", DEFAULT_SESSION_MS)) / 1000
-        )
-        #: Wall-clock time of the last poll of Kafka (status records show it).
-        self.last_poll: float | None = None
-
-        defaults = self.client_defaults()
-        if config.get("group.protocol", "classic") == "classic":
-            defaults.update(CLASSIC_GROUP_DEFAULTS)
-        # Refused credentials come out of consume() as an AuthenticationError.
-        errors = ClientErrors(config, f"consumer of {topic!r}", raise_failure=True)
-        self._consumer = ConfluentConsumer(
-            {**defaults, **config, "on_commit": self._on_commit, "error_cb": errors}
-        )
-        self._consumer.subscribe(
-            [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
-
-    def client_defaults(self) -> dict[str, Any]:
-        """librdkafka settings of this consumer that the user's config may override."""
-        return dict(CONSUMER_DEFAULTS)
+        # What the member failed with, raised from the next __next__.
+        self._failure: Exception | None = None
+        member.attach(self)
 
     def partition_buffer(self) -> int:
         """Records buffered per partition past which its fetching pauses."""
@@ -215,6 +153,11 @@ class KafkaConsumer(JobSettling, Consumer):
     def _partitions(self) -> dict[int, PartitionSchedule]:
         return self._scheduler.partitions
 
+    @property
+    def last_poll(self) -> float | None:
+        """Wall-clock time of the last poll of Kafka for this consumer."""
+        return self.member.last_poll
+
     def snapshot(self) -> dict[str, Any]:
         """A read-only view of this consumer for status records (``status.py``):
         its partitions (see ``PartitionSchedule.snapshot``) and the last poll."""
@@ -223,24 +166,57 @@ class KafkaConsumer(JobSettling, Consumer):
             partitions = [s.snapshot(now) for _, s in sorted(self._partitions.items())]
         return {"topic": self.topic, "partitions": partitions, "last_poll": self.last_poll}
 
-    # -- rebalance -----------------------------------------------------------------------------------
+    def _sleep(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for a wake-up, unless one came since the last."""
+        with self._room:
+            if not self._woken:
+                self._room.wait(max(0.0, seconds))
+            self._woken = False
+
+    # -- what the member routes here (its thread) ----------------------------------------------------
 
     def _tps(self, partitions: Iterable[int]) -> list[TopicPartition]:
         return [TopicPartition(self.topic, partition) for partition in partitions]
 
-    def _on_assign(self, consumer: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
-        numbers = sorted(tp.partition for tp in partitions)
-        # Even an empty assignment means the member joined a generation.
-        self._lost_at = None
+    def accept(self, records: list[KafkaRecord]) -> None:
+        """Records fetched from this consumer's topic."""
+        for record in records:
+            self._accept(record)
+        self._wake()
+
+    def _accept(self, record: KafkaRecord) -> None:
+        key = record.key()
         with self._lock:
-            for partition in numbers:
+            self._scheduler.fetched(
+                record.partition() or 0,
+                record.offset() or 0,
+                key if isinstance(key, bytes) else None,
+                record,
+            )
+
+    def busy(self) -> bool:
+        """Whether jobs of this consumer run or wait (the member then polls in short slices)."""
+        with self._lock:
+            return self._scheduler.in_flight > 0 or any(
+                s.buffer or s.blocked for s in self._partitions.values()
+            )
+
+    def fail(self, error: Exception) -> None:
+        """The member can fetch no more for this consumer: ``__next__`` raises ``error``."""
+        self._failure = error
+        self._wake()
+
+    def assigned(self, partitions: list[int]) -> None:
+        """The group gave this consumer ``partitions`` (maybe none) in a new generation."""
+        with self._lock:
+            for partition in partitions:
                 # Its pause state is unknown to this assignment: the next
                 # brake pass tells librdkafka, which keeps a pause across
                 # revocations, what this partition wants.
                 self._scheduler.assign(partition)
             holding = len(self._partitions)
-        if numbers:
-            self.logger.info("Assigned partitions %s of %r.", numbers, self.topic)
+        if partitions:
+            self.logger.info("Assigned partitions %s of %r.", partitions, self.topic)
         elif not holding and not self._told_idle:
             # Cooperative rebalances call this once per step: say it once.
             self.logger.info(
@@ -250,67 +226,37 @@ class KafkaConsumer(JobSettling, Consumer):
             )
         self._told_idle = not holding
 
-    def _on_revoke(self, consumer: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
-        self.logger.info(
-            "Partitions %s of %r revoked.", sorted(tp.partition for tp in partitions), self.topic
-        )
-        numbers = [tp.partition for tp in partitions]
+    def revoking(self, partitions: list[int]) -> list[PartitionSchedule]:
+        """The group takes ``partitions`` back: start no job of theirs; returns their
+        states, for :meth:`wait_settled`."""
+        self.logger.info("Partitions %s of %r revoked.", sorted(partitions), self.topic)
         with self._lock:
-            states = [s for s in (self._scheduler.revoke(p) for p in numbers) if s is not None]
-        self._resume_before_leaving(numbers)
-        # Jobs already running may finish within the grace period: their
-        # offsets are committed below and the new owner does not repeat them.
-        # Long ones see revoked() and may stop early.
-        deadline = time.monotonic() + self.revoke_grace
+            states = [s for s in (self._scheduler.revoke(p) for p in partitions) if s is not None]
+        self._resume_before_leaving(partitions)
+        return states
+
+    def wait_settled(self, states: list[PartitionSchedule], deadline: float) -> None:
+        """Wait until no job of ``states`` runs or is being dead-lettered, or ``deadline``."""
         while time.monotonic() < deadline and any(s.in_flight or s.dead_letters_pending for s in states):
             with self._room:
                 self._room.wait(0.05)
-        self._commit(numbers, asynchronous=False)
-        self._forget(numbers)
 
-    def _on_lost(self, consumer: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
-        # The group moved on without us: another member may already own
-        # these partitions, so committing now could skip its work.
-        self.logger.warning(
-            "Partitions %s of %r lost.", sorted(tp.partition for tp in partitions), self.topic
-        )
-        numbers = [tp.partition for tp in partitions]
-        self._resume_before_leaving(numbers)
-        self._forget(numbers)
-        self._lost_at = time.monotonic()
-
-    def _check_membership(self, now: float) -> None:
-        """Give up a librdkafka handle that lost its partitions and never rejoined.
-
-        After a node froze past the session timeout, a consumer sometimes
-        (1 run in 4) logged its partitions lost and never got an assignment
-        again, while the process's other consumer rejoined: the handle's
-        group state never left the failed join: its coordinator connection
-        kept the requests queued (JoinGroup, commits) and never sent them,
-        and closing the handle waited on them for good.  Raising a connection error
-        makes Dramatiq's consumer thread close this consumer and make a new
-        one, which joins the group as a new member.
-        """
-        if self._lost_at is not None and now - self._lost_at > self.rejoin_timeout:
-            lost_for = now - self._lost_at
-            self._lost_at = None
-            self._gave_up = True
-            raise KafkaConnectionError(
-                f"Consumer of {self.topic!r} lost its partitions {lost_for:.0f} s ago and has not "
-                "rejoined its group since: starting a new consumer."
-            )
+    def lost(self, partitions: list[int]) -> None:
+        """The group gave ``partitions`` to others without a revocation."""
+        self.logger.warning("Partitions %s of %r lost.", sorted(partitions), self.topic)
+        self.forget(partitions)
 
     def _resume_before_leaving(self, partitions: list[int]) -> None:
         # librdkafka remembers a pause across revoke and re-assign: a
         # partition paused now would come back paused, whoever gets it next.
         try:
-            self._consumer.resume(self._tps(partitions))
+            self.member.resume(self._tps(partitions))
         except KafkaException as e:
             self.logger.debug("Could not resume %s before leaving them: %s", partitions, e)
 
-    def _forget(self, partitions: list[int]) -> None:
-        # Fetched records, pending retries and the offsets go with the
-        # partition: its new owner starts again from the committed offset.
+    def forget(self, partitions: list[int]) -> None:
+        """Drop ``partitions``: fetched records, pending retries and the offsets go with
+        them; their new owner starts again from the committed offset."""
         with self._lock:
             for partition in partitions:
                 self._scheduler.forget(partition)
@@ -318,45 +264,35 @@ class KafkaConsumer(JobSettling, Consumer):
 
     # -- committing ----------------------------------------------------------------------------------
 
-    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    def committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Kafka's answer to a commit of this consumer's ``partitions``."""
         if error is not None:
-            self.logger.warning("Offset commit failed (will retry): %s", error)
             return
         with self._lock:
             for tp in partitions:
                 if tp.error is None:
                     self._scheduler.committed(tp.partition, tp.offset)
 
-    def _commit(self, partitions: Iterable[int] | None = None, *, asynchronous: bool = True) -> None:
+    def commit_positions(self, partitions: Iterable[int] | None = None) -> list[TopicPartition]:
+        """What to commit now for ``partitions`` (all of them by default)."""
         with self._lock:
             wanted = self._partitions.keys() if partitions is None else set(partitions)
-            candidates = []
-            for partition in wanted:
-                state = self._partitions.get(partition)
-                position = self._commit_position(state) if state is not None else None
-                if position is not None:
-                    candidates.append(position)
-        if not candidates:
-            return
-        try:
-            if asynchronous:
-                self._consumer.commit(offsets=candidates, asynchronous=True)
-            else:
-                committed = self._consumer.commit(offsets=candidates, asynchronous=False) or []
-                self._on_commit(None, committed)
-        except KafkaException as e:
-            self.logger.warning("Offset commit failed: %s", e.args[0])
+            states = [self._partitions.get(partition) for partition in wanted]
+            positions = [self._commit_position(state) for state in states if state is not None]
+        return [position for position in positions if position is not None]
 
     def _commit_position(self, state: PartitionSchedule) -> TopicPartition | None:
         """What to commit for ``state`` now, if anything (under the lock)."""
         watermark = state.offsets.commit_candidate()
         return None if watermark is None else TopicPartition(self.topic, state.partition, watermark)
 
-    def _commit_when_due(self, now: float) -> None:
-        if now >= self._next_commit or self._finished_since_commit >= self.commit_every:
-            self._finished_since_commit = 0
-            self._commit()
-            self._next_commit = now + self.commit_interval
+    def commit_when_due(self, now: float) -> list[TopicPartition]:
+        """What to commit now, when the interval is up or enough jobs finished."""
+        if now < self._next_commit and self._finished_since_commit < self.commit_every:
+            return []
+        self._finished_since_commit = 0
+        self._next_commit = now + self.commit_interval
+        return self.commit_positions()
 
     # -- flow control --------------------------------------------------------------------------------
 
@@ -372,21 +308,25 @@ class KafkaConsumer(JobSettling, Consumer):
         EVENTS.paused(self.queue_name, paused)
         try:
             if pause:
-                self._consumer.pause(self._tps(pause))
+                self.member.pause(self._tps(pause))
             if resume:
-                self._consumer.resume(self._tps(resume))
+                self.member.resume(self._tps(resume))
         except KafkaException as e:
             # A partition revoked meanwhile: the next assignment starts afresh.
             self.logger.warning("Could not pause %s / resume %s: %s", pause, resume, e.args[0])
 
     # -- the iterator --------------------------------------------------------------------------------
 
+    def _raise_failure(self) -> None:
+        error, self._failure = self._failure, None
+        if error is not None:
+            raise error
+
     def __next__(self) -> MessageProxy | None:
         deadline = time.monotonic() + self.timeout
         while True:
             now = time.monotonic()
-            self._check_membership(now)
-            self._commit_when_due(now)
+            self._raise_failure()
             self._write_due_dead_letters(now)
             proxy = self._hand_out(now)
             if proxy is not None:
@@ -395,67 +335,10 @@ class KafkaConsumer(JobSettling, Consumer):
                 return None
             self._apply_brakes()
             with self._lock:
-                waiting = any(s.buffer or s.blocked for s in self._partitions.values())
                 due = self._scheduler.next_due()
-                buffered = sum(len(s.buffer) for s in self._partitions.values() if not s.paused)
-                running = self._scheduler.in_flight > 0
-            wait = min(IN_FLIGHT_POLL_SLICE if running else POLL_SLICE, deadline - now)
-            if waiting:
-                # Records wait for a slot, a key, a retry: wait for a job to end
-                # (or the next retry to fall due), but keep polling so that the
-                # group and librdkafka's fetcher never wait on us.
-                until = now + wait if due is None else min(now + wait, due)
-                with self._room:
-                    if not self._can_start(now):
-                        self._room.wait(max(0.0, until - now))
-                wait = 0
-            # Take only what keeps the buffer under its low mark: records left
-            # in librdkafka's queue cost nothing, while pausing to shed them
-            # costs a fetch round (up to fetch.wait.max.ms) on resume.
-            if wait == 0 and buffered >= self.buffer_low and now < self._next_poll:
-                continue  # enough is buffered; poll again at the next slice
-            self._next_poll = now + POLL_SLICE
-            wanted = min(POLL_BATCH, max(1, self.buffer_low - buffered))
-            for record in self._fetch(wanted, wait):
-                self._accept(record)
-
-    def _fetch(self, wanted: int, wait: float) -> list[KafkaRecord]:
-        """Up to ``wanted`` records, waiting at most ``wait`` seconds for the first.
-
-        ``consume(n, t)`` returns only once it has ``n`` records or ``t`` ran
-        out: at 500 jobs/s that held each job for 50 ms on average.
-        """
-        self.last_poll = time.time()
-        records: list[KafkaRecord] = self._consumer.consume(wanted, 0)
-        if records or wait <= 0:
-            return records
-        records = self._consumer.consume(1, wait)
-        if records and wanted > 1:
-            records += self._consumer.consume(wanted - 1, 0)
-        return records
-
-    def _can_start(self, now: float) -> bool:
-        with self._lock:
-            return self._scheduler.can_start(now)
-
-    def _accept(self, record: KafkaRecord) -> None:
-        error = record.error()
-        if error is None:
-            key = record.key()
-            with self._lock:
-                self._scheduler.fetched(
-                    record.partition() or 0,
-                    record.offset() or 0,
-                    key if isinstance(key, bytes) else None,
-                    record,
-                )
-            return
-        if error.fatal() or error.code() in (
-            KafkaError._AUTHENTICATION,
-            KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        ):
-            raise KafkaConnectionError(f"Consumer of {self.topic!r} failed: {error.str()}")
-        self.logger.warning("Consumer of %r: %s", self.topic, error.str())
+            # Records arriving, a job ending (a slot or a key free again) and a
+            # revocation wake this thread before then.
+            self._sleep((deadline if due is None else min(deadline, due)) - now)
 
     def _hand_out(self, now: float) -> MessageProxy | None:
         """The next job that may start, if any: a retry that fell due, or the
@@ -493,7 +376,8 @@ class KafkaConsumer(JobSettling, Consumer):
         pass
 
     def close(self) -> None:
-        """Commit what is finished, synchronously, and leave the group."""
+        """Commit what is finished, synchronously, and stop fetching this topic (the
+        process leaves the group with its last consumer)."""
         deadline = time.monotonic() + self.settle_timeout
         # Dead letters and sends of finished jobs still in flight finish
         # their offsets when delivered.
@@ -509,26 +393,11 @@ class KafkaConsumer(JobSettling, Consumer):
             with self._room:
                 self._room.wait(0.05)
         try:
-            self._commit(asynchronous=False)
+            self.member.detach(self)
+        except KafkaException as e:
+            self.logger.warning("Offset commit failed: %s", e.args[0])
         finally:
             with self._lock:
                 self._closed = True
                 for partition in list(self._partitions):
                     self._scheduler.forget(partition)
-            self._close_client()
-
-    def _close_client(self) -> None:
-        if not self._gave_up:
-            self._consumer.close()
-            return
-        # A handle given up on waits, while closing, on requests its coordinator
-        # connection never sends: the consumer thread must not wait with it.
-        closing = threading.Thread(target=self._consumer.close, name=f"close-{self.topic}", daemon=True)
-        closing.start()
-        closing.join(self.settle_timeout)
-        if closing.is_alive():
-            self.logger.warning(
-                "The Kafka client of %r that never rejoined did not close within %.0f s: left behind.",
-                self.topic,
-                self.settle_timeout,
-            )

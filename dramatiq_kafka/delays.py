@@ -26,7 +26,7 @@ from dramatiq.common import current_millis, q_name
 from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 
-from .consumer import POLL_BATCH, POLL_SLICE, KafkaConsumer
+from .consumer import KafkaConsumer
 from .errors import DeliveryError
 from .offsets import decode_done_past, encode_done_past
 from .scheduling import PartitionSchedule
@@ -128,31 +128,17 @@ class DelayConsumer(KafkaConsumer):
     def partition_buffer(self) -> int:
         return self.delay_buffer
 
-    def client_defaults(self) -> dict[str, Any]:
-        # Records fetched ahead of a full partition are dropped when it pauses:
-        # fetching little more than a buffer keeps that waste (and the peak
-        # memory) small.
-        return {
-            **super().client_defaults(),
-            "queued.min.messages": self.delay_buffer,
-            "queued.max.messages.kbytes": 4096,
-        }
-
     def __next__(self) -> MessageProxy | None:
         deadline = time.monotonic() + self.timeout
         while True:
             now = time.monotonic()
-            self._commit_when_due(now)
+            self._raise_failure()
             self._write_due_dead_letters(now)
             next_due = self._release_due()
             if now >= deadline:
                 return None
             self._apply_brakes()
-            wait = min(POLL_SLICE, deadline - now, max(0.0, next_due - current_millis() / 1000))
-            # No poll takes more than a partition's buffer: the brakes above
-            # then keep each partition within one poll of its limit.
-            for record in self._consumer.consume(min(POLL_BATCH, self.delay_buffer), wait):
-                self._accept(record)
+            self._sleep(min(deadline - now, next_due - current_millis() / 1000))
 
     def _commit_position(self, state: PartitionSchedule) -> TopicPartition | None:
         assert isinstance(state, DelayPartition)
@@ -169,18 +155,18 @@ class DelayConsumer(KafkaConsumer):
         state.last_commit = (offset, metadata)
         return TopicPartition(self.topic, state.partition, offset, metadata=MOVED_PREFIX + metadata)
 
-    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    def committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None:
             with self._lock:
                 for state in self._partitions.values():
                     if isinstance(state, DelayPartition):
                         state.last_commit = None  # commit it again
-        super()._on_commit(error, partitions)
+        super().committed(error, partitions)
 
     def _moved_earlier(self, partition: int) -> set[int]:
         """The offsets an earlier owner moved past the committed one."""
         try:
-            [committed] = self._consumer.committed([TopicPartition(self.topic, partition)], timeout=10)
+            [committed] = self.member.committed([TopicPartition(self.topic, partition)], timeout=10)
             metadata = committed.metadata or ""
             if committed.offset < 0 or not metadata.startswith(MOVED_PREFIX):
                 return set()
@@ -195,9 +181,6 @@ class DelayConsumer(KafkaConsumer):
         return state if isinstance(state, DelayPartition) and not state.revoked else None
 
     def _accept(self, record: KafkaRecord) -> None:
-        if record.error() is not None:
-            super()._accept(record)
-            return
         offset, partition = record.offset() or 0, record.partition() or 0
         with self._lock:
             state = self._delay_partition(partition)
@@ -273,6 +256,9 @@ class DelayConsumer(KafkaConsumer):
                 with self._lock:
                     state.releasing -= 1
                     self._finish_offset(state, held.offset)
+                    paused = state.paused
+                if paused:
+                    self._wake()  # room again: the brakes may resume the partition
             else:
                 self._hold_again(state, held, error)
 

@@ -53,11 +53,13 @@ class JobSettling:
     _closed: bool
     _finished_since_commit: int
     _room: threading.Condition
+    _woken: bool
 
     def _wake(self) -> None:
-        """Tell the polling thread a slot, a key or a partition may be free."""
+        """Tell the iterating thread a slot, a key or a partition may be free."""
         with self._room:
-            self._room.notify()
+            self._woken = True
+            self._room.notify_all()
 
     def ack(self, message: MessageProxy) -> None:
         """A job ended without being rejected: done, failed for a retry, cut
