@@ -140,6 +140,26 @@ class DelayConsumer(KafkaConsumer):
             self._apply_brakes()
             self._sleep(min(deadline - now, next_due - current_millis() / 1000))
 
+    def accept(self, records: list[KafkaRecord]) -> None:
+        # One poll serves every topic of the process: records of a partition past its
+        # buffer are not taken, and fetched again once it has room.
+        refused: dict[int, int] = {}
+        for record in records:
+            partition = record.partition() or 0
+            if partition not in refused and not self._full(partition):
+                self._accept(record)
+            else:
+                refused.setdefault(partition, record.offset() or 0)
+        if refused:
+            self._apply_brakes()  # on the member's thread: paused before the seek
+            self.member.seek([TopicPartition(self.topic, p, offset) for p, offset in refused.items()])
+        self._wake()
+
+    def _full(self, partition: int) -> bool:
+        with self._lock:
+            state = self._delay_partition(partition)
+            return state is not None and len(state.held) + state.releasing >= self.delay_buffer
+
     def _commit_position(self, state: PartitionSchedule) -> TopicPartition | None:
         assert isinstance(state, DelayPartition)
         position = state.offsets.position()

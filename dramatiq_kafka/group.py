@@ -117,7 +117,7 @@ class GroupMember:
         # None while it is (or is becoming) a member.
         self._lost_at: float | None = None
         # What other threads asked of the client, for the member's thread.
-        self._requests: deque[Callable[[ConfluentConsumer], None]] = deque()
+        self._requests: deque[Callable[[ConfluentConsumer], Any]] = deque()
 
     # -- consumers coming and going ------------------------------------------------------------------
 
@@ -191,7 +191,16 @@ class GroupMember:
         """Fetch ``partitions`` again (now on the member's thread, else at its next turn)."""
         self._soon(lambda client: client.resume(partitions))
 
-    def _soon(self, request: Callable[[ConfluentConsumer], None]) -> None:
+    def seek(self, positions: list[TopicPartition]) -> None:
+        """Fetch ``positions`` again from their offsets (the records from there on were
+        handed out and not taken)."""
+        def seek(client: ConfluentConsumer) -> None:
+            for position in positions:
+                client.seek(position)
+
+        self._soon(seek)
+
+    def _soon(self, request: Callable[[ConfluentConsumer], Any]) -> None:
         self._requests.append(request)
         if threading.current_thread() is self._thread and self._client is not None:
             self._serve_requests(self._client)

@@ -1,20 +1,21 @@
-"""A consumer whose partitions the group took away must end up a member again.
+"""A process whose partitions the group took away must end up a member again.
 
 The frozen-node scenario (``integration/test_fault_frozen_node.py``) found a
 consumer that logged its partitions lost and never rejoined.  Here the same
-state is made deterministically on a real Kafka: the consumer stops polling
-past ``max.poll.interval.ms`` (librdkafka leaves the group and reports the
-partitions lost), and its librdkafka handle is then left without a
-subscription, so no assignment can ever come.
+state is made deterministically on a real Kafka: the process's group member
+stops polling past ``max.poll.interval.ms`` (librdkafka leaves the group and
+reports the partitions lost), and its librdkafka client is then left without
+a subscription, so no assignment can ever come.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
 
-from dramatiq_kafka import KafkaBroker, KafkaConnectionError, QueueConfig
+from dramatiq_kafka import KafkaBroker, QueueConfig
 from dramatiq_kafka.consumer import KafkaConsumer
 
 pytestmark = pytest.mark.slow
@@ -43,49 +44,49 @@ def make_consumer(kafka_bootstrap: str, unique_name: str) -> tuple[KafkaBroker, 
 
 
 def lose_partitions(consumer: KafkaConsumer) -> None:
-    time.sleep((SESSION_MS + 2000) / 1000)  # past max.poll.interval.ms: librdkafka leaves
+    # The member's thread takes its lock on every turn: held here, it stops polling
+    # past max.poll.interval.ms and librdkafka leaves the group.
+    with consumer.member._lock:
+        time.sleep((SESSION_MS + 2000) / 1000)
     deadline = time.monotonic() + 20
     while consumer._partitions and time.monotonic() < deadline:
         next(consumer)
     assert not consumer._partitions, "librdkafka did not report the partitions lost"
 
 
-def test_a_consumer_that_never_rejoins_after_losing_its_partitions_is_rebuilt(
-    kafka_bootstrap: str, unique_name: str
+def test_a_member_that_never_rejoins_after_losing_its_partitions_gets_a_new_client(
+    kafka_bootstrap: str, unique_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker, consumer = make_consumer(kafka_bootstrap, unique_name)
+    caplog.set_level(logging.WARNING, logger="dramatiq_kafka")
     try:
         lose_partitions(consumer)
-        consumer._consumer.unsubscribe()  # no assignment can come any more
+        old = consumer.member._client
+        consumer.member._ask(lambda client: client.unsubscribe())  # no assignment can come any more
         started = time.monotonic()
-        with pytest.raises(KafkaConnectionError) as raised:
-            while time.monotonic() - started < REJOIN_BOUND:
-                next(consumer)
-        assert "has not rejoined its group since: starting a new consumer." in str(raised.value)
-        assert time.monotonic() - started >= REJOIN_BOUND - 20 - SESSION_MS / 1000
-        # Dramatiq's consumer thread then makes a new consumer: it is assigned again.
-        consumer.close()
-        consumer = broker.consume(unique_name, prefetch=1, timeout=200)
-        assert isinstance(consumer, KafkaConsumer)
-        deadline = time.monotonic() + 60
-        while not consumer._partitions and time.monotonic() < deadline:
-            next(consumer)
+        while not consumer._partitions and time.monotonic() - started < REJOIN_BOUND:
+            next(consumer)  # never raises: the member replaces its client by itself
         assert sorted(consumer._partitions) == [0, 1]
+        assert consumer.member._client is not old
+        assert time.monotonic() - started >= consumer.member.rejoin_timeout - SESSION_MS / 1000
+        assert "has not rejoined its group since: starting a new one." in caplog.text
     finally:
         consumer.close()
         broker.close()
 
 
-def test_a_consumer_that_rejoins_after_losing_its_partitions_is_kept(
+def test_a_member_that_rejoins_after_losing_its_partitions_keeps_its_client(
     kafka_bootstrap: str, unique_name: str
 ) -> None:
     broker, consumer = make_consumer(kafka_bootstrap, unique_name)
     try:
+        old = consumer.member._client
         lose_partitions(consumer)
-        deadline = time.monotonic() + consumer.rejoin_timeout + 2
+        deadline = time.monotonic() + consumer.member.rejoin_timeout + 2
         while time.monotonic() < deadline:
-            next(consumer)  # must not raise: librdkafka rejoins by itself here
+            next(consumer)  # librdkafka rejoins by itself here
         assert sorted(consumer._partitions) == [0, 1]
+        assert consumer.member._client is old
     finally:
         consumer.close()
         broker.close()
