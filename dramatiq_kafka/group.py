@@ -194,6 +194,7 @@ class GroupMember:
     def seek(self, positions: list[TopicPartition]) -> None:
         """Fetch ``positions`` again from their offsets (the records from there on were
         handed out and not taken)."""
+
         def seek(client: ConfluentConsumer) -> None:
             for position in positions:
                 client.seek(position)
