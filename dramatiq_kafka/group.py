@@ -65,8 +65,8 @@ CLASSIC_GROUP_DEFAULTS: dict[str, Any] = {
 POLL_SLICE = 0.1
 #: The longest a poll blocks while a consumer has jobs in flight or waiting: nothing
 #: can wake a thread inside librdkafka's poll, and the pauses and resumes the
-#: consumers ask for wait for it (one consumer with a job running: 2.6 % of a core
-#: against 1.2 % idle).
+#: consumers ask for wait for it (a process with one long job running: 2.0 % of a
+#: core, 0.6 % idle).
 BUSY_POLL_SLICE = 0.005
 #: The most records fetched by one poll.
 POLL_BATCH = 500

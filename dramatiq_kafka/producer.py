@@ -187,6 +187,10 @@ class KafkaProducer:
         self._producer: Producer | None = None
         self._closed = threading.Event()
         self._thread_sends = threading.local()
+        # The thread serving delivery reports for every thread waiting on its sends,
+        # and what it tells them after each poll.
+        self._serving = threading.Lock()
+        self._served = threading.Condition()
         # Shared by all threads; a lost increment only shifts a poll.
         self._sends_since_poll = 0
         self.errors = ClientErrors(self.config, "producer")
@@ -229,10 +233,14 @@ class KafkaProducer:
 
     def _poll(self, producer: Producer, timeout: float) -> None:
         try:
-            producer.poll(timeout)
+            served = producer.poll(timeout)
         except Exception:
             # poll() re-raises what a callback raised; the caller must live on.
             self.logger.exception("A delivery callback failed.")
+            served = 1
+        if served:
+            with self._served:
+                self._served.notify_all()
 
     def _serve_until(
         self, done: Callable[[], bool], timeout: float, check: Callable[[], None] | None = None
@@ -248,8 +256,21 @@ class KafkaProducer:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or producer is None:
                 return done()
-            # Returns as soon as a report was served.
-            self._poll(producer, min(remaining, AUTH_CHECK_SLICE, 0.05))
+            # One waiting thread polls and the others wait for it to say it served
+            # reports: a report is served by whichever thread polls, and one polling
+            # for another's report returned only once its own came (or 50 ms).
+            if self._serving.acquire(blocking=False):
+                try:
+                    # Returns as soon as a report was served.
+                    self._poll(producer, min(remaining, AUTH_CHECK_SLICE, 0.05))
+                finally:
+                    self._serving.release()
+                with self._served:
+                    self._served.notify()  # another waiting thread polls now
+            else:
+                with self._served:
+                    if not done():
+                        self._served.wait(min(remaining, 0.05))
         return True
 
     def _sends_of_this_thread(self) -> ThreadSends:

@@ -57,10 +57,10 @@ FOOTER = """\
   (JoinGroup, commits) queued without ever sending them, after the node answered again: no
   assignment came, no job ran, and closing the handle waited on those requests for good, so the
   worker could not even be stopped. The process's other consumer, on its own connection, rejoined.
-  Now a consumer that lost its partitions and heard of no assignment for three
-  `session.timeout.ms` raises a connection error; Dramatiq's consumer thread closes it (the stuck
-  handle is left to close on a thread of its own, after `sync_timeout`) and makes a new one, which
-  joins as a new member.
+  Now a process whose Kafka consumer lost its partitions and heard of no assignment for three
+  `session.timeout.ms` replaces it with a new one, which joins as a new member (the stuck client
+  is left to close on a thread of its own); since every queue of a process shares that one
+  consumer (`group.py`), all of them come back with it.
 - **A dead letter too large to copy blocked its partition forever.** A record the topic accepts but
   the worker's producer (`message.max.bytes`, 1 MB by default) or the dead-letter topic does not
   (a 2 MiB value, 1.5 MB of headers) could never be written to the dead-letter topic, and the
