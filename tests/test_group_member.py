@@ -1,0 +1,107 @@
+"""One Kafka consumer per worker process, whatever its number of queues (``group.py``).
+
+Checked the way an operator sees it: the group's members and their assignments, as Kafka
+describes them, and the jobs of every queue running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+from confluent_kafka.admin import AdminClient
+from dramatiq import Worker
+
+from dramatiq_kafka import KafkaBroker
+
+from .helpers import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def members(bootstrap: str, group: str) -> list[set[str]]:
+    """The topics assigned to each member of ``group``."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
+    return [
+        {tp.topic for tp in (m.assignment.topic_partitions if m.assignment else [])}
+        for m in future.result().members
+    ]
+
+
+@pytest.fixture
+def queues_broker(kafka_bootstrap: str, unique_name: str) -> Iterator[KafkaBroker]:
+    broker = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap, group_id=f"group-{unique_name}", topic_prefix=f"{unique_name}."
+    )
+    dramatiq.set_broker(broker)
+    yield broker
+    broker.close()
+
+
+def declare(broker: KafkaBroker, queues: list[str], ran: list[str]) -> dict[str, dramatiq.Actor[..., None]]:
+    actors = {}
+    for queue in queues:
+
+        def job(queue: str = queue) -> None:
+            ran.append(queue)
+
+        actors[queue] = dramatiq.actor(job, actor_name=f"job-{queue}", queue_name=queue)
+    return actors
+
+
+def test_a_worker_on_five_queues_is_one_member_of_its_group(queues_broker: KafkaBroker) -> None:
+    ran: list[str] = []
+    queues = [f"q{n}" for n in range(5)]
+    actors = declare(queues_broker, queues, ran)
+    for queue in queues:
+        actors[queue].send()
+    worker = Worker(queues_broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        for queue in queues:
+            queues_broker.join(queue, timeout=30_000)
+        [topics] = members(queues_broker.bootstrap_servers, queues_broker.group_id)
+        prefix = queues_broker.topic_prefix
+        assert topics == {f"{prefix}{q}" for q in queues} | {f"{prefix}{q}.DQ" for q in queues}
+        assert sorted(ran) == queues
+    finally:
+        worker.stop()
+
+
+def test_a_worker_given_queues_subscribes_to_just_those(queues_broker: KafkaBroker) -> None:
+    ran: list[str] = []
+    actors = declare(queues_broker, ["a", "b", "c"], ran)
+    for queue in ("a", "b", "c"):
+        actors[queue].send()
+    worker = Worker(queues_broker, worker_threads=2, worker_timeout=100, queues={"a", "b"})
+    worker.start()
+    try:
+        queues_broker.join("a", timeout=30_000)
+        queues_broker.join("b", timeout=30_000)
+        time.sleep(0.5)
+        [topics] = members(queues_broker.bootstrap_servers, queues_broker.group_id)
+        prefix = queues_broker.topic_prefix
+        assert topics == {f"{prefix}a", f"{prefix}a.DQ", f"{prefix}b", f"{prefix}b.DQ"}
+        assert sorted(ran) == ["a", "b"]
+    finally:
+        worker.stop()
+
+
+def test_a_queue_declared_after_the_worker_started_joins_the_same_member(queues_broker: KafkaBroker) -> None:
+    ran: list[str] = []
+    declare(queues_broker, ["first"], ran)["first"].send()
+    worker = Worker(queues_broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        queues_broker.join("first", timeout=30_000)
+        declare(queues_broker, ["later"], ran)["later"].send()
+        queues_broker.join("later", timeout=30_000)
+        wait_for(lambda: len(members(queues_broker.bootstrap_servers, queues_broker.group_id)) == 1)
+        [topics] = members(queues_broker.bootstrap_servers, queues_broker.group_id)
+        assert f"{queues_broker.topic_prefix}later" in topics
+        assert sorted(ran) == ["first", "later"]
+    finally:
+        worker.stop()
