@@ -479,14 +479,21 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         return KafkaConsumer(**options)
 
     def _member_for(self, topic: str, config: dict[str, Any]) -> GroupMember:
-        """The process's group member that fetches ``topic``: the one with these
-        settings, unless it consumes ``topic`` already (two workers in one process)."""
+        """The process's group member that fetches ``topic``.
+
+        With KIP-848's protocol, the one with these settings, unless it consumes ``topic``
+        already (two workers in one process): its range assignor spreads each topic over
+        the group's members.  With the classic protocol, one per topic: librdkafka's
+        cooperative-sticky assignor balances the number of partitions per member, not per
+        topic, and moved whole topics (one member held every partition of the queue, the
+        other those of its delay queue and ran no job).
+        """
         with self._members_lock:
             pid = os.getpid()
             # Members of a parent process are no use after a fork.
             self._members = [m for m in self._members if m.pid == pid]
             for member in self._members:
-                if member.config == config and not member.serves(topic):
+                if member.shared and member.config == config and not member.serves(topic):
                     return member
             member = GroupMember(config, name=f"group {self.group_id!r}", hold=self._worker_booting)
             self._members.append(member)

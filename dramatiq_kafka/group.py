@@ -2,9 +2,11 @@
 
 Dramatiq asks a broker for one consumer per queue and one per delay queue.  Each
 :class:`~dramatiq_kafka.consumer.KafkaConsumer` keeps the state of its own
-partitions; they all share one librdkafka consumer, a :class:`GroupMember`,
-subscribed to all their topics.  A process is then one member of its group and
-holds one set of connections and librdkafka threads, whatever the number of queues.
+partitions and gets its records from a :class:`GroupMember`, a librdkafka consumer.
+With KIP-848's protocol (``group.protocol=consumer``) they all share one, subscribed
+to all their topics: a process is then one member of its group and holds one set of
+connections and librdkafka threads, whatever the number of queues.  With the classic
+protocol each has its own (see ``KafkaBroker._member_for`` for why).
 
 The member's thread is the only one that calls the client.  It hands each fetched record
 to the consumer of the record's topic and wakes it, serves the rebalance callbacks
@@ -61,6 +63,12 @@ CLASSIC_GROUP_DEFAULTS: dict[str, Any] = {
     "heartbeat.interval.ms": 1000,
 }
 
+#: KIP-848 defaults.  The broker's default assignor ("uniform") balances the number of
+#: partitions per member, not per topic: with two members, one held every partition of
+#: two queues and the other those of the third.  "range" spreads each topic over the
+#: members, and the protocol still moves only the partitions that change hands.
+CONSUMER_GROUP_DEFAULTS: dict[str, Any] = {"group.remote.assignor": "range"}
+
 #: The longest a single poll blocks, so that commits stay timely while idle.
 POLL_SLICE = 0.1
 #: The longest a poll blocks while a consumer has jobs in flight or waiting: nothing
@@ -101,6 +109,8 @@ class GroupMember:
         self.name = name
         self.hold = hold
         self.pid = os.getpid()
+        #: Whether queues share it: with KIP-848's protocol only (see ``KafkaBroker._member_for``).
+        self.shared = config.get("group.protocol", "classic") == "consumer"
         self.rejoin_timeout = (
             REJOIN_SESSIONS * int(config.get("session.timeout.ms", DEFAULT_SESSION_MS)) / 1000
         )
@@ -173,9 +183,8 @@ class GroupMember:
             return dict(self._consumers)
 
     def _new_client(self) -> ConfluentConsumer:
-        config = {**CONSUMER_DEFAULTS, **self.config}
-        if config.get("group.protocol", "classic") == "classic":
-            config = {**CONSUMER_DEFAULTS, **CLASSIC_GROUP_DEFAULTS, **self.config}
+        protocol_defaults = CONSUMER_GROUP_DEFAULTS if self.shared else CLASSIC_GROUP_DEFAULTS
+        config = {**CONSUMER_DEFAULTS, **protocol_defaults, **self.config}
         # Refused credentials come out of consume() as an AuthenticationError.
         errors = ClientErrors(config, f"consumer of {self.name}", raise_failure=True)
         config = with_log(config, f"consumer of {self.name}")
@@ -337,7 +346,7 @@ class GroupMember:
             topics = sorted(self._consumers)
             if topics == self._subscribed or not topics or now - self._changed_at < SUBSCRIBE_SETTLE:
                 return
-            if self._subscribed is None and self.hold():
+            if self._subscribed is None and self.shared and self.hold():
                 return
             self._subscribed = topics
         client.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)

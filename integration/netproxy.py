@@ -55,8 +55,13 @@ class NetProxy:
         return self._run(close_all())
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        server = self._server
+        if server is not None:
+
+            async def close() -> None:
+                server.close()  # on the loop's thread: asyncio's server is not thread-safe
+
+            self._run(close())
             self.cut()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

@@ -1,5 +1,7 @@
-"""One Kafka consumer per worker process, whatever its number of queues (``group.py``).
+"""How a worker process's queues share Kafka consumers (``group.py``).
 
+With KIP-848's protocol, one Kafka consumer per worker process whatever its number of
+queues; with either protocol, every queue's partitions spread over the worker processes.
 Checked the way an operator sees it: the group's members and their assignments, as Kafka
 describes them, and the jobs of every queue running.
 """
@@ -8,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import dramatiq
 import pytest
 from confluent_kafka.admin import AdminClient
 from dramatiq import Worker
 
-from dramatiq_kafka import KafkaBroker
+from dramatiq_kafka import KafkaBroker, QueueConfig
 
 from .helpers import wait_for
 
@@ -31,11 +34,24 @@ def members(bootstrap: str, group: str) -> list[set[str]]:
     ]
 
 
+#: KIP-848's protocol, where the queues of a process share one Kafka consumer.
+KIP_848 = {"group.protocol": "consumer"}
+
+
+def new_broker(bootstrap: str, name: str, **config: Any) -> KafkaBroker:
+    return KafkaBroker(
+        bootstrap_servers=bootstrap,
+        group_id=f"group-{name}",
+        topic_prefix=f"{name}.",
+        default_queue=QueueConfig(partitions=4),
+        consumer_config=config,
+        status_interval=None,
+    )
+
+
 @pytest.fixture
 def queues_broker(kafka_bootstrap: str, unique_name: str) -> Iterator[KafkaBroker]:
-    broker = KafkaBroker(
-        bootstrap_servers=kafka_bootstrap, group_id=f"group-{unique_name}", topic_prefix=f"{unique_name}."
-    )
+    broker = new_broker(kafka_bootstrap, unique_name, **KIP_848)
     dramatiq.set_broker(broker)
     yield broker
     broker.close()
@@ -105,3 +121,36 @@ def test_a_queue_declared_after_the_worker_started_joins_the_same_member(queues_
         assert sorted(ran) == ["first", "later"]
     finally:
         worker.stop()
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_every_queue_spreads_over_two_worker_processes(
+    kafka_bootstrap: str, unique_name: str, protocol: str
+) -> None:
+    # Two brokers in one process stand for two worker processes.  librdkafka's
+    # cooperative-sticky assignor, given both topics of a queue in one consumer,
+    # gave one worker the queue's 4 partitions and the other its delay queue's.
+    queues = ["a", "b", "c"]
+    brokers = [new_broker(kafka_bootstrap, unique_name, **{"group.protocol": protocol}) for _ in range(2)]
+    workers = []
+    try:
+        for broker in brokers:
+            dramatiq.set_broker(broker)
+            declare(broker, queues, [])
+            workers.append(Worker(broker, worker_threads=1, worker_timeout=100))
+            workers[-1].start()
+            time.sleep(3)
+
+        def spread() -> bool:
+            held = [
+                {queue: len(getattr(worker.consumers[queue].consumer, "_partitions", {})) for queue in queues}
+                for worker in workers
+            ]
+            return all(held[0][q] + held[1][q] == 4 and held[0][q] and held[1][q] for q in queues)
+
+        wait_for(spread, timeout=60)
+    finally:
+        for worker in workers:
+            worker.stop()
+        for broker in brokers:
+            broker.close()
