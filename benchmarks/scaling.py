@@ -4,10 +4,12 @@
         [--fleet-queues 20] [--jobs 20000] [--rabbitmq] [--plot docs/scaling.png]
 
 Every measurement runs in fresh interpreters, on a local Kafka started for the run (unless
-``$DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS`` is set).  With REF (a commit, tag or branch), the same
-measurements of that checkout run beside this one, from a temporary git worktree; with
-``--rabbitmq``, Dramatiq's ``RabbitmqBroker`` on Debian's rabbitmq-server too (installed when
-missing).
+``$DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS`` is set).  This checkout runs with each group protocol:
+KIP-848's (``group.protocol=consumer``: a process's queues share one Kafka consumer) and the
+classic one (a Kafka consumer per queue and per delay queue).  With REF (a commit, tag or
+branch), the same measurements of that checkout (classic protocol) run beside, from a temporary
+git worktree; with ``--rabbitmq``, Dramatiq's ``RabbitmqBroker`` on Debian's rabbitmq-server
+too (installed when missing).
 
 - ``idle``: one process, an in-process ``Worker`` with 8 threads consuming N queues, idle once
   its group is stable: its threads, TCP connections, file descriptors and RSS (from ``/proc``),
@@ -200,6 +202,7 @@ def spec_for(side: str, queues: int, servers: dict[str, str]) -> dict[str, Any]:
         "group": f"scale-{name}",
         "prefix": f"scale-{name}.",
         "queues": queues,
+        "protocol": "consumer" if side.endswith("KIP-848") else "classic",
     }
 
 
@@ -302,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(n) for n in args.queues.split(",")]
     results: dict[str, Any] = {"idle": {}, "fleet": {}, "throughput": {}}
     with tempfile.TemporaryDirectory(prefix="dramatiq-kafka-scaling-") as tmp:
-        sides = {"this": ROOT}
+        # This checkout with each group protocol: its queues share one Kafka consumer
+        # with KIP-848's, and have one each with the classic protocol.
+        sides = {"this KIP-848": ROOT, "this classic": ROOT}
         if args.ref:
             sides[args.ref] = Path(tmp) / "baseline"
             subprocess.run(
@@ -326,15 +331,15 @@ def main(argv: list[str] | None = None) -> int:
                 for side, checkout in sides.items():
                     figures = idle(checkout, side, queues, servers)
                     results["idle"].setdefault(side, {})[queues] = figures
-                    print(f"idle {queues:3} queues {side:>10}: {figures}", flush=True)
+                    print(f"idle {queues:3} queues {side:>14}: {figures}", flush=True)
             for side, checkout in kafka_sides.items():
                 figures = fleet(checkout, side, args.processes, args.fleet_queues, servers)
                 results["fleet"][side] = figures
-                print(f"fleet {args.processes}x{args.fleet_queues} {side:>10}: {figures}", flush=True)
+                print(f"fleet {args.processes}x{args.fleet_queues} {side:>14}: {figures}", flush=True)
             for side, checkout in sides.items():
                 rate = throughput(checkout, side, args.fleet_queues, args.jobs, servers)
                 results["throughput"][side] = rate
-                print(f"throughput {args.fleet_queues} queues {side:>10}: {rate} jobs/s", flush=True)
+                print(f"throughput {args.fleet_queues} queues {side:>14}: {rate} jobs/s", flush=True)
         finally:
             if rabbit is not None:
                 rabbit.stop()
