@@ -23,7 +23,8 @@ from typing import Any
 from confluent_kafka import KafkaError
 from dramatiq.logging import get_logger
 
-from .errors import AuthenticationError, KafkaConnectionError
+from . import tls
+from .errors import AuthenticationError, KafkaConnectionError, TLSHandshakeError
 
 #: Errors that repeating the same request with the same settings cannot fix.
 AUTHENTICATION_ERRORS = frozenset(
@@ -68,6 +69,9 @@ class ClientErrors:
         # When librdkafka said all brokers were down, with no success since.
         self._down_since: float | None = None
         self._transport_reason = ""
+        self.config = config
+        # librdkafka's text of a TLS failure -> the error made of it (a handshake of our own each).
+        self._tls_errors: dict[str, TLSHandshakeError] = {}
 
     def __call__(self, error: KafkaError) -> None:
         code = error.code()
@@ -131,10 +135,49 @@ class ClientErrors:
     def error(self) -> AuthenticationError:
         failure = self._failure
         reason = failure.str() if failure is not None else "unknown reason"
+        if failure is not None and failure.code() == KafkaError._SSL:
+            return self.tls_error(reason)
         return AuthenticationError(
             f"Kafka authentication failed at {self.servers!r} ({self.client}): {reason}. "
             "Check security.protocol, sasl.mechanism, sasl.username and sasl.password "
             "(or the ssl.* settings) in the broker's config."
+        )
+
+    def tls_error(self, text: str) -> TLSHandshakeError:
+        """The error of a failed TLS handshake, saying why when OpenSSL can tell.
+
+        Made once per distinct failure (it may hand-shake with the broker again), then reused.
+        """
+        text = _STATE_SUFFIX.sub("", text)
+        known = self._tls_errors.get(text)
+        if known is None:
+            known = self._tls_errors[text] = self._make_tls_error(text)
+        return TLSHandshakeError(str(known), known.address, known.reason)
+
+    def _make_tls_error(self, text: str) -> TLSHandshakeError:
+        address = tls.broker_address(text)
+        where = f"{address[0]}:{address[1]}" if address is not None else str(self.servers)
+        detail = tls.librdkafka_reason(text)
+        prefix = f"TLS handshake with Kafka failed at {where!r} ({self.client})"
+        if not tls.is_certificate_failure(text):
+            return TLSHandshakeError(
+                f"{prefix}: {detail}. Check security.protocol and the ssl.* settings in the broker's config.",
+                where,
+                detail,
+            )
+        diagnosis = tls.diagnose(self.config, text)
+        if diagnosis is None:
+            return TLSHandshakeError(
+                f"{prefix}: certificate verify failed: the broker's certificate could not be verified. "
+                "Check that ssl.ca.location names the PEM file of the CA that signed the brokers' "
+                f"certificates and that they have not expired (librdkafka: {detail}).",
+                where,
+                detail,
+            )
+        return TLSHandshakeError(
+            f"{prefix}: certificate verify failed: {tls.advice(diagnosis, self.config)}.",
+            where,
+            diagnosis.reason,
         )
 
     def check(self) -> None:

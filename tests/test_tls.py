@@ -1,0 +1,202 @@
+"""TLS against a real Kafka: SSL and SASL_SSL listeners with a CA the test makes itself.
+
+One node for the module, with the listeners PLAINTEXT, SASL_PLAINTEXT, SSL, SASL_SSL and EXPIRED
+(SSL, serving a certificate that ended yesterday). The client settings used here are the ones
+docs/security.md shows.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+
+from dramatiq_kafka import AuthenticationError, KafkaBroker, TLSHandshakeError, localkafka
+from tests.certificates import Authority, Keystore, make_authority, make_keystore
+from tests.helpers import committed_and_end, run_worker
+
+pytestmark = pytest.mark.slow
+
+CLI = str(Path(sys.executable).with_name("dramatiq-kafka"))
+#: "Fast": well under the 10 s a request waits for an unreachable Kafka (the sends here allow 30).
+FAST = 5.0
+#: The command's own start (Python, imports) comes on top of FAST.
+FAST_COMMAND = 20.0
+PASSWORD = "alice-7Hq2-never-shown"
+
+
+@dataclass
+class TlsKafka:
+    kafka: localkafka.KafkaCluster
+    ca: Authority
+    other_ca: Authority
+    node: Keystore
+    expired: Keystore
+    #: A client certificate and key (the key inline in the settings): material that must not leak.
+    client: Keystore
+    directory: Path
+
+    def config(self, user: str | None = None, *, ca: Path | None = None, listener: str | None = None) -> Any:
+        """The broker's settings: bootstrap servers apart, the rest as ``config=``."""
+        settings = self.kafka.client_config(user, ca_location=ca or self.ca.path, listener=listener)
+        return settings.pop("bootstrap.servers"), settings
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsKafka]:
+    directory = tmp_path_factory.mktemp("tls")
+    ca, other_ca = make_authority(directory, "ca"), make_authority(directory, "other-ca")
+    node = make_keystore(ca, directory, "node")
+    expired = make_keystore(ca, directory, "expired", expired=True)
+    client = make_keystore(ca, directory, "client")
+    kafka = localkafka.start_single(
+        directory / "kafka",
+        sasl_users={"alice": PASSWORD},
+        tls=localkafka.TlsKeystores(node.path, {"EXPIRED": expired.path}),
+    )
+    try:
+        yield TlsKafka(kafka, ca, other_ca, node, expired, client, directory)
+    finally:
+        kafka.stop()
+
+
+def sync_broker(servers: str, config: dict[str, Any], group: str) -> KafkaBroker:
+    # 30 s for every wait: a failure that comes faster comes from the broker's own checks.
+    broker = KafkaBroker(
+        bootstrap_servers=servers,
+        config=config,
+        group_id=group,
+        dispatch_method="sync",
+        sync_timeout=30,
+        request_timeout=30,
+    )
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def close_quietly(broker: KafkaBroker) -> None:
+    try:
+        broker.close()
+    except AuthenticationError:
+        pass
+
+
+def properties(path: Path, settings: dict[str, Any]) -> str:
+    path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+    return str(path)
+
+
+# -- the right settings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("user", [None, "alice"], ids=["SSL", "SASL_SSL"])
+def test_a_worker_runs_jobs_over_tls(tls: TlsKafka, unique_name: str, user: str | None) -> None:
+    servers, config = tls.config(user)
+    assert config["security.protocol"] == ("SSL" if user is None else "SASL_SSL")
+    group = f"group-{unique_name}"
+    broker = sync_broker(servers, config, group)
+    ran: list[int] = []
+
+    @dramatiq.actor(queue_name=unique_name)
+    def job(n: int) -> None:
+        ran.append(n)
+
+    try:
+        for n in range(20):
+            job.send(n)
+        run_worker(broker, unique_name, threads=4)
+        assert sorted(ran) == list(range(20))
+        committed, ends = committed_and_end(servers, group, broker.topic_name(unique_name), config)
+        assert committed == ends and sum(ends.values()) == 20
+    finally:
+        broker.close()
+
+
+def test_the_command_shows_the_lag_over_ssl(tls: TlsKafka, unique_name: str, tmp_path: Path) -> None:
+    servers, config = tls.config()
+    broker = sync_broker(servers, config, f"group-{unique_name}")
+    job = dramatiq.actor(lambda: None, actor_name="job", queue_name=unique_name)
+    try:
+        for _ in range(3):
+            job.send()
+    finally:
+        broker.close()
+    client = properties(tmp_path / "client.properties", {"bootstrap.servers": servers, **config})
+    result = subprocess.run(
+        [CLI, "lag", unique_name, "-c", client, "--group", f"group-{unique_name}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"Group 'group-{unique_name}' at '{servers}'"
+    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    assert [unique_name, "total", "3"] in rows
+
+
+# -- a certificate this client must refuse -----------------------------------------------------------
+
+REFUSED = {
+    # (which CA the client trusts, which listener it connects to) -> what the error must say.
+    "wrong CA": (
+        "other_ca",
+        None,
+        "is not signed by a CA in ssl.ca.location",
+        "Set ssl.ca.location to the PEM file of the CA that signed the brokers' certificates",
+    ),
+    "expired": ("ca", "EXPIRED", "has expired", "Renew it (and check this machine's clock)"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_refused_certificate_fails_a_send_fast_saying_why(
+    tls: TlsKafka, unique_name: str, case: str
+) -> None:
+    authority, listener, problem, remedy = REFUSED[case]
+    servers, config = tls.config(ca=getattr(tls, authority).path, listener=listener)
+    broker = sync_broker(servers, config, f"group-{unique_name}")
+    job = dramatiq.actor(lambda: None, actor_name="job", queue_name=unique_name)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TLSHandshakeError) as raised:
+            job.send()
+        elapsed = time.monotonic() - started
+    finally:
+        close_quietly(broker)
+    print(f"\nsync send, {case}: {type(raised.value).__name__} after {elapsed:.2f}s: {raised.value}")
+    message = str(raised.value)
+    assert message.startswith(f"TLS handshake with Kafka failed at '{servers}' (")
+    assert "certificate verify failed" in message
+    assert problem in message and remedy in message
+    assert raised.value.address == servers
+    assert elapsed < FAST
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_refused_certificate_fails_the_command_fast_saying_why(
+    tls: TlsKafka, tmp_path: Path, case: str
+) -> None:
+    authority, listener, problem, remedy = REFUSED[case]
+    servers, config = tls.config(ca=getattr(tls, authority).path, listener=listener)
+    client = properties(tmp_path / "client.properties", {"bootstrap.servers": servers, **config})
+    started = time.monotonic()
+    result = subprocess.run(
+        [CLI, "lag", "-c", client, "--timeout", "60"], capture_output=True, text=True, timeout=90
+    )
+    elapsed = time.monotonic() - started
+    print(f"\ndramatiq-kafka lag, {case}: exit {result.returncode} after {elapsed:.2f}s: {result.stderr}")
+    assert result.returncode == 3
+    assert result.stdout == ""
+    # Before it, librdkafka's own line about the failed handshake (logging's last resort).
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith(f"dramatiq-kafka: error: TLS handshake with Kafka failed at '{servers}'")
+    assert "certificate verify failed" in error
+    assert problem in error and remedy in error
+    assert elapsed < FAST_COMMAND
