@@ -38,9 +38,9 @@ class Keystore:
     key_pem: str
 
     @property
-    def key_body(self) -> str:
+    def key_body_lines(self) -> list[str]:
         """The base64 lines of the private key, without its BEGIN/END lines: the secret part."""
-        return "".join(line for line in self.key_pem.splitlines() if not line.startswith("-----"))
+        return [line for line in self.key_pem.splitlines() if not line.startswith("-----")]
 
 
 def _name(common_name: str) -> x509.Name:

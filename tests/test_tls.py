@@ -7,6 +7,10 @@ docs/security.md shows.
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import os
 import subprocess
 import sys
 import time
@@ -18,9 +22,12 @@ from typing import Any
 import dramatiq
 import pytest
 
-from dramatiq_kafka import AuthenticationError, KafkaBroker, TLSHandshakeError, localkafka
+from dramatiq_kafka import AuthenticationError, ConfigurationError, KafkaBroker, TLSHandshakeError, localkafka
+from dramatiq_kafka.web import make_app
 from tests.certificates import Authority, Keystore, make_authority, make_keystore
 from tests.helpers import committed_and_end, run_worker
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
 
@@ -200,3 +207,150 @@ def test_a_refused_certificate_fails_the_command_fast_saying_why(
     assert "certificate verify failed" in error
     assert problem in error and remedy in error
     assert elapsed < FAST_COMMAND
+
+
+# -- secrets never leak ------------------------------------------------------------------------------
+
+
+def secrets_of(tls: TlsKafka) -> list[str]:
+    """The password and every base64 line of the private keys (a leak may break lines elsewhere)."""
+    lines = [line for keystore in (tls.client, tls.node) for line in keystore.key_body_lines]
+    return [PASSWORD, *lines]
+
+
+def client_key(tls: TlsKafka) -> dict[str, str]:
+    """The client's own certificate and key, inline: the node does not ask for them, but the
+    client loads them, so every path below has a private key in its settings."""
+    certificate = tls.client.path.read_text()[len(tls.client.key_pem) :]
+    return {"ssl.key.pem": tls.client.key_pem, "ssl.certificate.pem": certificate}
+
+
+def java_properties(settings: dict[str, str]) -> dict[str, str]:
+    """Values with their line breaks escaped, as a .properties file holds a PEM."""
+    return {key: value.replace("\n", "\\n") for key, value in settings.items()}
+
+
+def get(app: Any, path: str) -> tuple[str, str]:
+    seen: dict[str, str] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"] = status
+
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+    body = b"".join(app(environ, start_response))
+    return seen["status"], body.decode()
+
+
+def run_command(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *argv], capture_output=True, text=True, timeout=90)
+
+
+def test_no_log_line_error_output_or_page_shows_the_password_or_a_key(
+    tls: TlsKafka, unique_name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    shown: list[str] = []
+    wrong_password = {"sasl.password": PASSWORD + "-but-wrong"}
+    key = client_key(tls)
+
+    # The right settings: SASL_PLAINTEXT and SASL_SSL (with the client's key), a job each, and
+    # the dashboard of the SASL_SSL broker.
+    for servers, config in (
+        (tls.kafka.sasl_bootstrap_servers, tls.kafka.client_config("alice")),
+        tls.config("alice"),
+    ):
+        config = {**config, **key} if config["security.protocol"] == "SASL_SSL" else config
+        config.pop("bootstrap.servers", None)
+        broker = sync_broker(servers, config, f"group-{unique_name}-{config['security.protocol']}")
+        job = dramatiq.actor(lambda: None, actor_name="job", queue_name=unique_name)
+        try:
+            job.send()
+            run_worker(broker, unique_name, threads=1, only_this_queue=True)
+            if config["security.protocol"] == "SASL_SSL":
+                app = make_app(broker, cache_seconds=0)
+                for path in ("/", f"/queue/{unique_name}", "/workers"):
+                    status, page = get(app, path)
+                    assert status.startswith("200"), (path, status)
+                    # No setting of the broker's at all, not only the secret ones.
+                    assert "alice" not in page and str(tls.ca.path) not in page
+                    shown.append(page)
+        finally:
+            broker.close()
+
+    # The error paths of a send: a wrong password (with librdkafka's debug lines on), a wrong
+    # CA, a key librdkafka cannot read.
+    _, sasl_ssl = tls.config("alice")
+    _, other_ca = tls.config(ca=tls.other_ca.path)
+    for servers, config, error in (
+        (
+            tls.kafka.tls_bootstrap_servers("SASL_SSL"),
+            {**sasl_ssl, **wrong_password, "debug": "security,conf", "log_level": 7},
+            AuthenticationError,
+        ),
+        (tls.kafka.tls_bootstrap_servers("SSL"), {**other_ca, **key}, TLSHandshakeError),
+    ):
+        broker = sync_broker(servers, config, f"group-{unique_name}")
+        job = dramatiq.actor(lambda: None, actor_name="job", queue_name=unique_name)
+        try:
+            with pytest.raises(error) as raised:
+                job.send()
+        finally:
+            close_quietly(broker)
+        shown += [str(raised.value), repr(raised.value)]
+    # Its last base64 line cut: the lines before it, still secret, are in the settings.
+    lines = key["ssl.key.pem"].splitlines()
+    broken_key = {**key, "ssl.key.pem": "\n".join([*lines[:-2], lines[-1]]) + "\n"}
+    broker = sync_broker(tls.kafka.tls_bootstrap_servers(), {**other_ca, **broken_key}, "unused")
+    job = dramatiq.actor(lambda: None, actor_name="job", queue_name=unique_name)
+    try:
+        with pytest.raises(ConfigurationError) as refused:
+            job.send()
+    finally:
+        close_quietly(broker)
+    shown += [str(refused.value), repr(refused.value)]
+    assert "ssl.key.pem" in str(refused.value)
+    print(f"\nbroken key: {refused.value}")
+
+    # The command: the right password, a wrong one, a wrong CA (the key inline), a broken key.
+    servers, right = tls.config("alice")
+    paths = {}
+    for name, settings in (
+        ("right", right),
+        ("wrong-password", {**right, **wrong_password}),
+        ("wrong-ca", {**other_ca, **key, "bootstrap.servers": tls.kafka.tls_bootstrap_servers()}),
+        ("broken-key", {**other_ca, **broken_key, "bootstrap.servers": tls.kafka.tls_bootstrap_servers()}),
+    ):
+        paths[name] = properties(
+            tmp_path / f"{name}.properties", java_properties({"bootstrap.servers": servers, **settings})
+        )
+    outcomes = {name: run_command("lag", unique_name, "-c", path) for name, path in paths.items()}
+    assert [outcomes[name].returncode for name in paths] == [0, 3, 3, 2], [
+        o.stderr for o in outcomes.values()
+    ]
+    assert "authentication failed" in outcomes["wrong-password"].stderr.lower()
+    assert "is not signed by a CA in ssl.ca.location" in outcomes["wrong-ca"].stderr
+    shown += [text for outcome in outcomes.values() for text in (outcome.stdout, outcome.stderr)]
+
+    # A worker process with a wrong CA: it exits at boot (code 3), saying why.
+    environment = {
+        **os.environ,
+        "DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS": tls.kafka.tls_bootstrap_servers(),
+        "APP_CLIENT_CONFIG": json.dumps({**other_ca, **key}),
+        "APP_LEDGER": str(tmp_path),
+    }
+    worker = subprocess.run(
+        [sys.executable, "-m", "dramatiq", "integration.app", "--processes", "1", "--threads", "1"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert worker.returncode == 3, worker.stderr
+    assert "TLSHandshakeError: TLS handshake with Kafka failed" in worker.stderr
+    shown += [worker.stdout, worker.stderr, caplog.text]
+
+    # librdkafka's debug lines were on (and say what they make of a secret).
+    assert "sasl.password = [redacted]" in caplog.text
+    leaks = [(secret, text[:200]) for secret in secrets_of(tls) for text in shown if secret in text]
+    assert leaks == []
