@@ -4,7 +4,9 @@ A failed SASL authentication or TLS handshake is not the answer to any call:
 librdkafka retries the connection and reports the failure through the
 client's ``error_cb``, while the call itself waits until its timeout and
 then says the broker is unreachable.  :class:`ClientErrors` keeps that
-report so that waits can end at once with an error that says why.
+report so that waits can end at once with an error that says why; a
+refused broker certificate becomes a :class:`TLSHandshakeError` that says
+what is wrong with it (``tls.py``).
 
 The same goes for a Kafka that refuses connections (a wrong port, nothing
 started): librdkafka knows within milliseconds ("all brokers down") but a
@@ -48,8 +50,9 @@ class ClientErrors:
     """The ``error_cb`` of one librdkafka client.
 
     Parameters:
-      config(dict): The client's settings (for ``bootstrap.servers`` in
-        messages).
+      config(dict): The client's settings (``bootstrap.servers`` for
+        messages, the ``ssl.*`` CA settings to tell why a certificate is
+        refused).
       client(str): What the client is, for logs (``"producer"``).
       raise_failure(bool): Raise :class:`AuthenticationError` from the
         callback itself, so that it comes out of the ``poll()`` or
@@ -104,6 +107,9 @@ class ClientErrors:
         with self._lock:
             self._failure = None
             self._logged = False
+        if self._tls_errors:
+            # A certificate that works now may fail later for another reason.
+            self._tls_errors.clear()
 
     def down_for(self) -> float:
         """Seconds since librdkafka said every broker was down, with no
@@ -133,6 +139,7 @@ class ClientErrors:
             raise self.unreachable()
 
     def error(self) -> AuthenticationError:
+        """The error of the failure last reported: :class:`TLSHandshakeError` for a TLS one."""
         failure = self._failure
         reason = failure.str() if failure is not None else "unknown reason"
         if failure is not None and failure.code() == KafkaError._SSL:

@@ -434,7 +434,7 @@ class KafkaNode:
         self.tls = tls
         #: TLS listener name (``SSL``, ``SASL_SSL``, an extra one) to port.
         self.tls_ports = dict(tls_ports or {})
-        if (tls is None) != (not self.tls_ports):
+        if (tls is None) == bool(self.tls_ports):
             raise ValueError("a node's TLS listeners need both tls and tls_ports")
         self.tie_to_parent = tie_to_parent
         # Without cluster settings, the node is a cluster of its own.

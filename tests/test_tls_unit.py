@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dramatiq_kafka import AuthenticationError, KafkaConnectionError, TLSHandshakeError, tls
+from dramatiq_kafka import AuthenticationError, KafkaConnectionError, TLSHandshakeError, localkafka, tls
 from tests.certificates import make_authority, make_keystore
 
 VERIFY_FAILED = (
@@ -100,3 +100,43 @@ def test_the_diagnosis_hand_shakes_again_and_names_an_expired_certificate(
 def test_no_diagnosis_without_a_certificate_failure_or_a_broker() -> None:
     assert tls.diagnose({}, "ssl://127.0.0.1:9093/bootstrap: SSL handshake failed: wrong version") is None
     assert tls.diagnose({}, VERIFY_FAILED.replace("9093", "1")) is None  # nothing listens there
+
+
+def test_a_node_with_tls_keystores_gets_ssl_and_sasl_ssl_listeners(tmp_path: Path) -> None:
+    authority = make_authority(tmp_path, "ca")
+    node, expired = make_keystore(authority, tmp_path, "node"), make_keystore(authority, tmp_path, "old")
+    keystores = localkafka.TlsKeystores(node.path, {"EXPIRED": expired.path})
+    assert keystores.listener_names(sasl=True) == ["SSL", "SASL_SSL", "EXPIRED"]
+    props = localkafka.KafkaNode(
+        1,
+        tmp_path / "node-1",
+        9092,
+        9093,
+        9094,
+        tls=keystores,
+        tls_ports={"SSL": 9095, "SASL_SSL": 9096, "EXPIRED": 9097},
+    ).server_properties()
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9094,SSL://127.0.0.1:9095,"
+        "SASL_SSL://127.0.0.1:9096,EXPIRED://127.0.0.1:9097,CONTROLLER://127.0.0.1:9093"
+    )
+    assert props["listener.security.protocol.map"].endswith(",SSL:SSL,SASL_SSL:SASL_SSL,EXPIRED:SSL")
+    assert props["ssl.keystore.type"] == "PEM"
+    assert props["ssl.keystore.location"] == str(node.path)
+    assert props["listener.name.expired.ssl.keystore.location"] == str(expired.path)
+    assert "ScramLoginModule" in props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [({"SSL": "node.pem"}, "extra TLS listener 'SSL'"), ({"lower": "node.pem"}, "upper-case")],
+)
+def test_tls_keystores_refuse_a_listener_name_kafka_would(
+    tmp_path: Path, extra: dict[str, str], says: str
+) -> None:
+    (tmp_path / "node.pem").write_text("")
+    keystores = localkafka.TlsKeystores(tmp_path / "node.pem", {k: tmp_path / v for k, v in extra.items()})
+    with pytest.raises(ValueError, match=says):
+        keystores.check()
+    with pytest.raises(ValueError, match="is not a file"):
+        localkafka.TlsKeystores(tmp_path / "missing.pem").check()
