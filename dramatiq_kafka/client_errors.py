@@ -46,6 +46,15 @@ _STATE_SUFFIX = re.compile(r" \(after \d+ms in state [^)]*\)")
 TRANSPORT_ERRORS = frozenset({KafkaError._TRANSPORT, KafkaError._RESOLVE})
 
 
+def _is_tls_failure(error: KafkaError) -> bool:
+    """A failed TLS handshake: librdkafka's ``_SSL``, or a refused certificate that it
+    reported as a transport error (``ssl://host:port/bootstrap: error:0A000086:SSL
+    routines::certificate verify failed``, when OpenSSL's error comes out of a read)."""
+    if error.code() == KafkaError._SSL:
+        return True
+    return error.code() == KafkaError._TRANSPORT and tls.is_certificate_failure(error.str())
+
+
 class ClientErrors:
     """The ``error_cb`` of one librdkafka client.
 
@@ -82,7 +91,7 @@ class ClientErrors:
             self._transport_reason = error.str()
         elif code == KafkaError._ALL_BROKERS_DOWN and self._down_since is None:
             self._down_since = time.monotonic()
-        if code not in AUTHENTICATION_ERRORS:
+        if code not in AUTHENTICATION_ERRORS and not _is_tls_failure(error):
             # Transport errors and "all brokers down" come and go; librdkafka
             # reconnects and the calls waiting on them time out on their own.
             self.logger.debug("Kafka %s: %s", self.client, error.str())
@@ -142,7 +151,7 @@ class ClientErrors:
         """The error of the failure last reported: :class:`TLSHandshakeError` for a TLS one."""
         failure = self._failure
         reason = failure.str() if failure is not None else "unknown reason"
-        if failure is not None and failure.code() == KafkaError._SSL:
+        if failure is not None and _is_tls_failure(failure):
             return self.tls_error(reason)
         return AuthenticationError(
             f"Kafka authentication failed at {self.servers!r} ({self.client}): {reason}. "

@@ -209,6 +209,40 @@ def test_a_refused_certificate_fails_the_command_fast_saying_why(
     assert elapsed < FAST_COMMAND
 
 
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_refused_certificate_stops_a_worker_at_boot_saying_why(
+    tls: TlsKafka, tmp_path: Path, case: str
+) -> None:
+    authority, listener, problem, remedy = REFUSED[case]
+    servers, config = tls.config(ca=getattr(tls, authority).path, listener=listener)
+    started = time.monotonic()
+    worker = run_app_worker(servers, config, tmp_path)
+    elapsed = time.monotonic() - started
+    print(f"\ndramatiq worker, {case}: exit {worker.returncode} after {elapsed:.2f}s")
+    assert worker.returncode == 3, worker.stderr
+    assert f"TLSHandshakeError: TLS handshake with Kafka failed at '{servers}'" in worker.stderr
+    assert problem in worker.stderr and remedy in worker.stderr
+    assert elapsed < FAST_COMMAND
+
+
+def run_app_worker(servers: str, config: dict[str, Any], ledger: Path) -> subprocess.CompletedProcess[str]:
+    """``dramatiq integration.app`` with these settings, until it exits."""
+    environment = {
+        **os.environ,
+        "DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS": servers,
+        "APP_CLIENT_CONFIG": json.dumps(config),
+        "APP_LEDGER": str(ledger),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "dramatiq", "integration.app", "--processes", "1", "--threads", "1"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
 # -- secrets never leak ------------------------------------------------------------------------------
 
 
@@ -309,7 +343,6 @@ def test_no_log_line_error_output_or_page_shows_the_password_or_a_key(
         close_quietly(broker)
     shown += [str(refused.value), repr(refused.value)]
     assert "ssl.key.pem" in str(refused.value)
-    print(f"\nbroken key: {refused.value}")
 
     # The command: the right password, a wrong one, a wrong CA (the key inline), a broken key.
     servers, right = tls.config("alice")
@@ -332,20 +365,7 @@ def test_no_log_line_error_output_or_page_shows_the_password_or_a_key(
     shown += [text for outcome in outcomes.values() for text in (outcome.stdout, outcome.stderr)]
 
     # A worker process with a wrong CA: it exits at boot (code 3), saying why.
-    environment = {
-        **os.environ,
-        "DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS": tls.kafka.tls_bootstrap_servers(),
-        "APP_CLIENT_CONFIG": json.dumps({**other_ca, **key}),
-        "APP_LEDGER": str(tmp_path),
-    }
-    worker = subprocess.run(
-        [sys.executable, "-m", "dramatiq", "integration.app", "--processes", "1", "--threads", "1"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    worker = run_app_worker(tls.kafka.tls_bootstrap_servers(), {**other_ca, **key}, tmp_path)
     assert worker.returncode == 3, worker.stderr
     assert "TLSHandshakeError: TLS handshake with Kafka failed" in worker.stderr
     shown += [worker.stdout, worker.stderr, caplog.text]
