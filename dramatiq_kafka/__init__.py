@@ -11,6 +11,7 @@ from .errors import (
     DeliveryTimeout,
     KafkaBrokerError,
     KafkaConnectionError,
+    TLSHandshakeError,
 )
 from .middleware.context import (
     ContextError,
@@ -43,6 +44,7 @@ __all__ = [
     "KafkaConnectionError",
     "KafkaMessageProxy",
     "QueueConfig",
+    "TLSHandshakeError",
     "TraceContext",
     "revoked",
     "send_many",

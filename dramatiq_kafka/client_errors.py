@@ -4,7 +4,9 @@ A failed SASL authentication or TLS handshake is not the answer to any call:
 librdkafka retries the connection and reports the failure through the
 client's ``error_cb``, while the call itself waits until its timeout and
 then says the broker is unreachable.  :class:`ClientErrors` keeps that
-report so that waits can end at once with an error that says why.
+report so that waits can end at once with an error that says why; a
+refused broker certificate becomes a :class:`TLSHandshakeError` that says
+what is wrong with it (``tls.py``).
 
 The same goes for a Kafka that refuses connections (a wrong port, nothing
 started): librdkafka knows within milliseconds ("all brokers down") but a
@@ -23,7 +25,8 @@ from typing import Any
 from confluent_kafka import KafkaError
 from dramatiq.logging import get_logger
 
-from .errors import AuthenticationError, KafkaConnectionError
+from . import tls
+from .errors import AuthenticationError, KafkaConnectionError, TLSHandshakeError
 
 #: Errors that repeating the same request with the same settings cannot fix.
 AUTHENTICATION_ERRORS = frozenset(
@@ -43,12 +46,22 @@ _STATE_SUFFIX = re.compile(r" \(after \d+ms in state [^)]*\)")
 TRANSPORT_ERRORS = frozenset({KafkaError._TRANSPORT, KafkaError._RESOLVE})
 
 
+def _is_tls_failure(error: KafkaError) -> bool:
+    """A failed TLS handshake: librdkafka's ``_SSL``, or a refused certificate that it
+    reported as a transport error (``ssl://host:port/bootstrap: error:0A000086:SSL
+    routines::certificate verify failed``, when OpenSSL's error comes out of a read)."""
+    if error.code() == KafkaError._SSL:
+        return True
+    return error.code() == KafkaError._TRANSPORT and tls.is_certificate_failure(error.str())
+
+
 class ClientErrors:
     """The ``error_cb`` of one librdkafka client.
 
     Parameters:
-      config(dict): The client's settings (for ``bootstrap.servers`` in
-        messages).
+      config(dict): The client's settings (``bootstrap.servers`` for
+        messages, the ``ssl.*`` CA settings to tell why a certificate is
+        refused).
       client(str): What the client is, for logs (``"producer"``).
       raise_failure(bool): Raise :class:`AuthenticationError` from the
         callback itself, so that it comes out of the ``poll()`` or
@@ -68,6 +81,9 @@ class ClientErrors:
         # When librdkafka said all brokers were down, with no success since.
         self._down_since: float | None = None
         self._transport_reason = ""
+        self.config = config
+        # librdkafka's text of a TLS failure -> the error made of it (a handshake of our own each).
+        self._tls_errors: dict[str, TLSHandshakeError] = {}
 
     def __call__(self, error: KafkaError) -> None:
         code = error.code()
@@ -75,7 +91,7 @@ class ClientErrors:
             self._transport_reason = error.str()
         elif code == KafkaError._ALL_BROKERS_DOWN and self._down_since is None:
             self._down_since = time.monotonic()
-        if code not in AUTHENTICATION_ERRORS:
+        if code not in AUTHENTICATION_ERRORS and not _is_tls_failure(error):
             # Transport errors and "all brokers down" come and go; librdkafka
             # reconnects and the calls waiting on them time out on their own.
             self.logger.debug("Kafka %s: %s", self.client, error.str())
@@ -100,6 +116,9 @@ class ClientErrors:
         with self._lock:
             self._failure = None
             self._logged = False
+        if self._tls_errors:
+            # A certificate that works now may fail later for another reason.
+            self._tls_errors.clear()
 
     def down_for(self) -> float:
         """Seconds since librdkafka said every broker was down, with no
@@ -129,12 +148,52 @@ class ClientErrors:
             raise self.unreachable()
 
     def error(self) -> AuthenticationError:
+        """The error of the failure last reported: :class:`TLSHandshakeError` for a TLS one."""
         failure = self._failure
         reason = failure.str() if failure is not None else "unknown reason"
+        if failure is not None and _is_tls_failure(failure):
+            return self.tls_error(reason)
         return AuthenticationError(
             f"Kafka authentication failed at {self.servers!r} ({self.client}): {reason}. "
             "Check security.protocol, sasl.mechanism, sasl.username and sasl.password "
             "(or the ssl.* settings) in the broker's config."
+        )
+
+    def tls_error(self, text: str) -> TLSHandshakeError:
+        """The error of a failed TLS handshake, saying why when OpenSSL can tell.
+
+        Made once per distinct failure (it may hand-shake with the broker again), then reused.
+        """
+        text = _STATE_SUFFIX.sub("", text)
+        known = self._tls_errors.get(text)
+        if known is None:
+            known = self._tls_errors[text] = self._make_tls_error(text)
+        return TLSHandshakeError(str(known), known.address, known.reason)
+
+    def _make_tls_error(self, text: str) -> TLSHandshakeError:
+        address = tls.broker_address(text)
+        where = f"{address[0]}:{address[1]}" if address is not None else str(self.servers)
+        detail = tls.librdkafka_reason(text)
+        prefix = f"TLS handshake with Kafka failed at {where!r} ({self.client})"
+        if not tls.is_certificate_failure(text):
+            return TLSHandshakeError(
+                f"{prefix}: {detail}. Check security.protocol and the ssl.* settings in the broker's config.",
+                where,
+                detail,
+            )
+        diagnosis = tls.diagnose(self.config, text)
+        if diagnosis is None:
+            return TLSHandshakeError(
+                f"{prefix}: certificate verify failed: the broker's certificate could not be verified. "
+                "Check that ssl.ca.location names the PEM file of the CA that signed the brokers' "
+                f"certificates and that they have not expired (librdkafka: {detail}).",
+                where,
+                detail,
+            )
+        return TLSHandshakeError(
+            f"{prefix}: certificate verify failed: {tls.advice(diagnosis, self.config)}.",
+            where,
+            diagnosis.reason,
         )
 
     def check(self) -> None:

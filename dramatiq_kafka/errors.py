@@ -82,6 +82,26 @@ class AuthenticationError(KafkaConnectionError):
     """
 
 
+class TLSHandshakeError(AuthenticationError):
+    """The TLS handshake with a Kafka broker failed: most often this client
+    refused the broker's certificate (expired, signed by a CA that
+    ``ssl.ca.location`` does not hold, issued for another host name).
+
+    Raised where :class:`AuthenticationError` is, as fast; the message says
+    which of those it is and what to do.
+
+    Attributes:
+      address(str): The broker, ``host:port`` (``""`` when unknown).
+      reason(str): OpenSSL's words for the refused certificate
+        (``certificate has expired``), else librdkafka's.
+    """
+
+    def __init__(self, message: str, address: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+        self.reason = reason
+
+
 class JobFailure(NamedTuple):
     """What is kept of a dead-lettered job's error for ``join(fail_fast=True)``:
     not the exception itself, which would keep its traceback's frames (and

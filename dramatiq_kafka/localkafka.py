@@ -12,6 +12,10 @@ Module use (tests)::
     with localkafka.start_single() as kafka:  # or start_cluster(3), start_single(sasl_users={...})
         producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
 
+    # SSL (and SASL_SSL) listeners, from a PEM keystore the caller made (tests/certificates.py):
+    with localkafka.start_single(sasl_users=users, tls=localkafka.TlsKeystores(Path("node.pem"))) as kafka:
+        producer = Producer(kafka.client_config("alice", ca_location="ca.pem"))
+
 Command line::
 
     python -m dramatiq_kafka.localkafka fetch
@@ -47,6 +51,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -94,15 +99,15 @@ logger.request.name = kafka.request.logger
 logger.request.level = WARN
 """
 
+_PROTOCOL_MAP = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+
 # Settings for one node; the internal topics get 3 partitions instead of 50 so the first group join and the
 # first transaction are fast.
 SINGLE_NODE_PROPERTIES: dict[str, str] = {
     "process.roles": "broker,controller",
     "controller.listener.names": "CONTROLLER",
     "inter.broker.listener.name": "PLAINTEXT",
-    "listener.security.protocol.map": (
-        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
-    ),
+    "listener.security.protocol.map": _PROTOCOL_MAP,
     "auto.create.topics.enable": "true",
     "num.partitions": "1",
     "default.replication.factor": "1",
@@ -135,6 +140,11 @@ SASL_PROPERTIES: dict[str, str] = {
     ),
 }
 
+# Kafka reads PEM keystores itself (KIP-651): no keytool, no JKS or PKCS#12 conversion.
+TLS_PROPERTIES: dict[str, str] = {"ssl.keystore.type": "PEM"}
+# Listener names the nodes use themselves; an extra TLS listener takes another.
+_RESERVED_LISTENERS = frozenset({"PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL", "CONTROLLER"})
+
 _PR_SET_PDEATHSIG = 1
 # StorageTool's --add-scram syntax has no quoting.
 _FORBIDDEN_CREDENTIAL_CHARS = frozenset(",=[]\"'\\ \t\n")
@@ -154,6 +164,39 @@ class KafkaStartError(LocalKafkaError):
 
 class KafkaExitedError(KafkaStartError):
     """A JVM exited before it was ready (for instance because a port was taken meanwhile)."""
+
+
+@dataclass(frozen=True)
+class TlsKeystores:
+    """The PEM keystores of a node's TLS listeners: each file holds an unencrypted PKCS#8 private key
+    followed by the certificate chain (``ssl.keystore.type=PEM``). This module makes no certificate
+    (it uses the standard library only); ``tests/certificates.py`` shows how with ``cryptography``.
+
+    Parameters:
+      keystore(Path): Served by the ``SSL`` listener, and by the ``SASL_SSL`` one when the node has
+        SASL users.
+      extra(Mapping[str, Path]): Listener name (``EXPIRED``) to keystore: one more ``SSL`` listener
+        each, serving another certificate (an expired one, for a test).
+    """
+
+    keystore: Path
+    extra: Mapping[str, Path] = field(default_factory=dict)
+
+    def listener_names(self, sasl: bool) -> list[str]:
+        """The TLS listeners of a node with (or without) SASL users, in port order."""
+        return ["SSL", *(["SASL_SSL"] if sasl else []), *self.extra]
+
+    def check(self) -> None:
+        """Raise ``ValueError`` for a listener name Kafka would refuse or a keystore that is not there."""
+        for name in self.extra:
+            if name in _RESERVED_LISTENERS or not name.isidentifier() or not name.isupper():
+                raise ValueError(
+                    f"extra TLS listener {name!r}: use upper-case letters, digits and '_', not one of "
+                    f"{sorted(_RESERVED_LISTENERS)}"
+                )
+        for path in (self.keystore, *self.extra.values()):
+            if not Path(path).is_file():
+                raise ValueError(f"TLS keystore {str(path)!r} is not a file")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -377,6 +420,8 @@ class KafkaNode:
         controller_port: int,
         sasl_port: int | None = None,
         *,
+        tls: TlsKeystores | None = None,
+        tls_ports: Mapping[str, int] | None = None,
         cluster_properties: Mapping[str, str] | None = None,
         libs: Path | None = None,
         tie_to_parent: bool = True,
@@ -386,6 +431,11 @@ class KafkaNode:
         self.broker_port = broker_port
         self.controller_port = controller_port
         self.sasl_port = sasl_port
+        self.tls = tls
+        #: TLS listener name (``SSL``, ``SASL_SSL``, an extra one) to port.
+        self.tls_ports = dict(tls_ports or {})
+        if (tls is None) == bool(self.tls_ports):
+            raise ValueError("a node's TLS listeners need both tls and tls_ports")
         self.tie_to_parent = tie_to_parent
         # Without cluster settings, the node is a cluster of its own.
         self._cluster_properties = dict(cluster_properties or cluster_properties_for([controller_port]))
@@ -438,6 +488,7 @@ class KafkaNode:
         listeners = [f"PLAINTEXT://{HOST}:{self.broker_port}"]
         if self.sasl_port is not None:
             listeners.append(f"SASL_PLAINTEXT://{HOST}:{self.sasl_port}")
+        listeners += [f"{name}://{HOST}:{port}" for name, port in self.tls_ports.items()]
         props = dict(self._cluster_properties)
         props.update(
             {
@@ -450,6 +501,26 @@ class KafkaNode:
         )
         if self.sasl_port is not None:
             props.update(SASL_PROPERTIES)
+        if self.tls is not None:
+            props.update(self._tls_properties(self.tls))
+        return props
+
+    def _tls_properties(self, tls: TlsKeystores) -> dict[str, str]:
+        extra = {name: f"{name}:SSL" for name in tls.extra}
+        props = {
+            **TLS_PROPERTIES,
+            "ssl.keystore.location": str(Path(tls.keystore).resolve()),
+            "listener.security.protocol.map": ",".join(
+                [_PROTOCOL_MAP, "SSL:SSL", "SASL_SSL:SASL_SSL", *extra.values()]
+            ),
+        }
+        for name, keystore in tls.extra.items():
+            # A listener's own ssl.* settings take precedence over the node's.
+            props[f"listener.name.{name.lower()}.ssl.keystore.location"] = str(Path(keystore).resolve())
+        if "SASL_SSL" in self.tls_ports:
+            props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"] = SASL_PROPERTIES[
+                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"
+            ]
         return props
 
     def write_config(self) -> None:
@@ -540,7 +611,7 @@ class KafkaNode:
         if not self._ready_line_seen():
             return False
         ports = [self.broker_port] if self.sasl_port is None else [self.broker_port, self.sasl_port]
-        return all(port_open(port) for port in ports)
+        return all(port_open(port) for port in [*ports, *self.tls_ports.values()])
 
     def _ready_line_seen(self) -> bool:
         """Scan only the new part of kafka.out, keeping an overlap for a line split across reads."""
@@ -738,17 +809,46 @@ class KafkaCluster:
             raise LocalKafkaError("this cluster has no SASL listener: start it with sasl_users")
         return ",".join(f"{HOST}:{port}" for port in ports)
 
-    def client_config(self, sasl_user: str | None = None) -> dict[str, str]:
-        """Return librdkafka settings for the PLAINTEXT listeners, or for the SASL ones as ``sasl_user``."""
-        if sasl_user is None:
-            return {"bootstrap.servers": self.bootstrap_servers}
-        return {
-            "bootstrap.servers": self.sasl_bootstrap_servers,
-            "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanism": SASL_MECHANISM,
-            "sasl.username": sasl_user,
-            "sasl.password": self.sasl_users[sasl_user],
-        }
+    def tls_bootstrap_servers(self, listener: str = "SSL") -> str:
+        """Comma-separated ``127.0.0.1:port`` list of a TLS listener (``SSL``, ``SASL_SSL``, an extra one)."""
+        ports = [node.tls_ports[listener] for node in self.nodes if listener in node.tls_ports]
+        if not ports:
+            raise LocalKafkaError(
+                f"this cluster has no {listener} listener: start it with tls (and sasl_users)"
+            )
+        return ",".join(f"{HOST}:{port}" for port in ports)
+
+    def client_config(
+        self,
+        sasl_user: str | None = None,
+        *,
+        ca_location: str | Path | None = None,
+        listener: str | None = None,
+    ) -> dict[str, str]:
+        """Return librdkafka settings for the PLAINTEXT listeners, or for the SASL ones as ``sasl_user``.
+
+        With ``ca_location`` (the CA's PEM file), for the ``SSL`` listeners, or ``SASL_SSL`` with
+        ``sasl_user``; ``listener`` names another TLS listener (one of ``TlsKeystores.extra``).
+        """
+        config = {"bootstrap.servers": self.bootstrap_servers}
+        if ca_location is not None:
+            protocol = "SSL" if sasl_user is None else "SASL_SSL"
+            config = {
+                "bootstrap.servers": self.tls_bootstrap_servers(listener or protocol),
+                "security.protocol": protocol,
+                "ssl.ca.location": str(ca_location),
+            }
+        elif sasl_user is not None:
+            config = {"bootstrap.servers": self.sasl_bootstrap_servers, "security.protocol": "SASL_PLAINTEXT"}
+        if sasl_user is not None:
+            config.update(
+                {
+                    "sasl.mechanism": SASL_MECHANISM,
+                    "sasl.username": sasl_user,
+                    "sasl.password": self.sasl_users[sasl_user],
+                }
+            )
+        return config
 
     def node(self, node_id: int) -> KafkaNode:
         """Return the node with this ``node.id``."""
@@ -776,15 +876,17 @@ def start_single(
     workdir: Path | None = None,
     *,
     sasl_users: Mapping[str, str] | None = None,
+    tls: TlsKeystores | None = None,
     timeout: float = START_TIMEOUT,
 ) -> KafkaCluster:
     """Start one node and wait until it is ready.
 
     ``workdir`` defaults to a fresh temp dir, removed by ``stop()``; a given dir is kept, but its ``node-*``
     subdirs are wiped first. ``sasl_users`` (name to password) adds a SASL_PLAINTEXT listener with
-    SCRAM-SHA-512 and these users.
+    SCRAM-SHA-512 and these users. ``tls`` adds an SSL listener (and SASL_SSL with ``sasl_users``),
+    plus one SSL listener per extra keystore.
     """
-    return launch(1, workdir, sasl_users=sasl_users, timeout=timeout)
+    return launch(1, workdir, sasl_users=sasl_users, tls=tls, timeout=timeout)
 
 
 def start_cluster(n: int = 3, workdir: Path | None = None, timeout: float = START_TIMEOUT) -> KafkaCluster:
@@ -828,6 +930,7 @@ def launch(
     workdir: Path | None = None,
     *,
     sasl_users: Mapping[str, str] | None = None,
+    tls: TlsKeystores | None = None,
     timeout: float = START_TIMEOUT,
     tie_to_parent: bool = True,
     on_launch: Callable[[Sequence[KafkaNode]], None] | None = None,
@@ -839,6 +942,8 @@ def launch(
     """
     users = dict(sasl_users or {})
     _check_credentials(users)
+    if tls is not None:
+        tls.check()
     check_tools()
     libs = fetch_jars()
     owned = workdir is None
@@ -848,7 +953,7 @@ def launch(
         _OWNED_DIRS.add(root)
     deadline = time.monotonic() + timeout
     try:
-        nodes = _start_with_retries(n, root, users, libs, deadline, tie_to_parent, on_launch)
+        nodes = _start_with_retries(n, root, users, tls, libs, deadline, tie_to_parent, on_launch)
     except BaseException:
         if owned:
             shutil.rmtree(root, ignore_errors=True)
@@ -861,6 +966,7 @@ def _start_with_retries(
     n: int,
     root: Path,
     users: Mapping[str, str],
+    tls: TlsKeystores | None,
     libs: Path,
     deadline: float,
     tie_to_parent: bool,
@@ -868,7 +974,7 @@ def _start_with_retries(
 ) -> list[KafkaNode]:
     """Run start attempts with fresh ports until one succeeds; only an early JVM exit is retried."""
     for attempt in range(1, START_ATTEMPTS + 1):
-        nodes = _make_nodes(n, root, sasl=bool(users), libs=libs, tie_to_parent=tie_to_parent)
+        nodes = _make_nodes(n, root, sasl=bool(users), tls=tls, libs=libs, tie_to_parent=tie_to_parent)
         try:
             format_nodes(nodes, new_cluster_id(), users, deadline)
             for node in nodes:
@@ -888,10 +994,15 @@ def _start_with_retries(
     raise AssertionError("unreachable")
 
 
-def _make_nodes(n: int, root: Path, *, sasl: bool, libs: Path, tie_to_parent: bool) -> list[KafkaNode]:
+def _make_nodes(
+    n: int, root: Path, *, sasl: bool, tls: TlsKeystores | None, libs: Path, tie_to_parent: bool
+) -> list[KafkaNode]:
     """Pick free ports and write the config of ``n`` nodes under ``root/node-<id>``."""
-    ports = free_ports(3 * n if sasl else 2 * n)
-    broker_ports, controller_ports, sasl_ports = ports[:n], ports[n : 2 * n], ports[2 * n :]
+    tls_names = tls.listener_names(sasl) if tls is not None else []
+    ports = free_ports((3 if sasl else 2) * n + len(tls_names) * n)
+    broker_ports, controller_ports = ports[:n], ports[n : 2 * n]
+    sasl_ports = ports[2 * n : 3 * n] if sasl else []
+    tls_ports = ports[(3 if sasl else 2) * n :]
     shared = cluster_properties_for(controller_ports)
     nodes = [
         KafkaNode(
@@ -900,6 +1011,10 @@ def _make_nodes(n: int, root: Path, *, sasl: bool, libs: Path, tie_to_parent: bo
             broker_ports[node_id - 1],
             controller_ports[node_id - 1],
             sasl_ports[node_id - 1] if sasl else None,
+            tls=tls,
+            tls_ports={
+                name: tls_ports[(node_id - 1) * len(tls_names) + i] for i, name in enumerate(tls_names)
+            },
             cluster_properties=shared,
             libs=libs,
             tie_to_parent=tie_to_parent,
@@ -951,6 +1066,7 @@ def _state_for(
                 "broker_port": node.broker_port,
                 "controller_port": node.controller_port,
                 "sasl_port": node.sasl_port,
+                "tls_ports": node.tls_ports,
                 "config": str(node.config_path),
                 "log": str(node.log_path),
             }
