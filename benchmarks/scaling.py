@@ -75,7 +75,12 @@ def make_broker(spec: dict[str, Any]) -> Any:
         return RabbitmqBroker(url=spec["url"])
     from dramatiq_kafka import KafkaBroker
 
-    return KafkaBroker(bootstrap_servers=spec["kafka"], group_id=spec["group"], topic_prefix=spec["prefix"])
+    return KafkaBroker(
+        bootstrap_servers=spec["kafka"],
+        group_id=spec["group"],
+        topic_prefix=spec["prefix"],
+        consumer_config={"group.protocol": spec["protocol"]},
+    )
 
 
 def child(spec: dict[str, Any]) -> None:
