@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import dramatiq
 import pytest
@@ -18,6 +19,23 @@ from dramatiq_kafka import BOOTSTRAP_SERVERS_ENV, KafkaBroker, QueueConfig, loca
 # with Kafka and the workers in CI), not the code.
 settings.register_profile("shared-machine", deadline=None)
 settings.load_profile("shared-machine")
+
+#: Run the suite with another group protocol (``consumer``: KIP-848's, where a process's
+#: queues share one Kafka consumer): every KafkaBroker made in the tests, and the workers
+#: of ``integration/app.py``, get it unless a test names its own.
+GROUP_PROTOCOL = os.environ.get("DRAMATIQ_KAFKA_TEST_GROUP_PROTOCOL")
+if GROUP_PROTOCOL:
+    _init = KafkaBroker.__init__
+
+    def _with_protocol(self: KafkaBroker, *args: Any, consumer_config: Any = None, **kwargs: Any) -> None:
+        _init(
+            self,
+            *args,
+            consumer_config={"group.protocol": GROUP_PROTOCOL, **(consumer_config or {})},
+            **kwargs,
+        )
+
+    KafkaBroker.__init__ = _with_protocol  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ Two reviewed lists beside this file turn test ids into expectations:
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 import tomllib
@@ -92,10 +93,13 @@ def stub_broker(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Iterato
     """A ``KafkaBroker`` standing where Dramatiq's tests expect their ``StubBroker``."""
     name = f"{request.node.name[:30]}-{uuid.uuid4().hex[:8]}"
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+    # The project suite's switch of group protocol (conftest.py) reaches this one too.
+    protocol = os.environ.get("DRAMATIQ_KAFKA_TEST_GROUP_PROTOCOL")
     broker = KafkaBroker(
         bootstrap_servers=kafka_bootstrap,
         group_id=f"suite-{name}",
         topic_prefix=f"suite-{name}.",
+        consumer_config={"group.protocol": protocol} if protocol else None,
     )
     broker.emit_after("process_boot")
     dramatiq.set_broker(broker)

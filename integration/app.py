@@ -39,7 +39,15 @@ broker = KafkaBroker(
         )
     },
     config=json.loads(os.environ.get("APP_CLIENT_CONFIG", "{}")),
-    consumer_config=json.loads(os.environ.get("APP_CONSUMER_CONFIG", "{}")),
+    consumer_config={
+        # The suite's switch of group protocol (conftest.py), for these worker processes too.
+        **(
+            {"group.protocol": os.environ["DRAMATIQ_KAFKA_TEST_GROUP_PROTOCOL"]}
+            if os.environ.get("DRAMATIQ_KAFKA_TEST_GROUP_PROTOCOL")
+            else {}
+        ),
+        **json.loads(os.environ.get("APP_CONSUMER_CONFIG", "{}")),
+    },
 )
 broker.add_middleware(CurrentMessage())
 dramatiq.set_broker(broker)
