@@ -167,11 +167,15 @@ class KafkaConsumer(JobSettling, Consumer):
         return {"topic": self.topic, "partitions": partitions, "last_poll": self.last_poll}
 
     def _sleep(self, seconds: float) -> None:
-        """Wait up to ``seconds`` for a wake-up, unless one came since the last."""
+        """Wait up to ``seconds`` for a wake-up, unless one came since the last; a member
+        of this consumer alone is polled meanwhile, from this thread."""
         with self._room:
-            if not self._woken:
+            woken, self._woken = self._woken, False
+            if not woken and self.member.shared:
                 self._room.wait(max(0.0, seconds))
-            self._woken = False
+                self._woken = False
+        if not self.member.shared:
+            self.member.turn(0.0 if woken else max(0.0, seconds))
 
     # -- what the member routes here (its thread) ----------------------------------------------------
 

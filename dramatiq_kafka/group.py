@@ -146,10 +146,7 @@ class GroupMember:
             if self._client is None:
                 self._client = self._new_client()
                 self._subscribed = None
-                self._thread = threading.Thread(
-                    target=self._run, args=(self._client,), name=f"kafka-{self.name}", daemon=True
-                )
-                self._thread.start()
+                self._start_thread()
 
     def detach(self, consumer: KafkaConsumer) -> None:
         """Stop fetching for ``consumer`` after committing what it finished; the last
@@ -212,7 +209,7 @@ class GroupMember:
 
     def _soon(self, request: Callable[[ConfluentConsumer], Any]) -> None:
         self._requests.append(request)
-        if threading.current_thread() is self._thread and self._client is not None:
+        if self._on_polling_thread() and self._client is not None:
             self._serve_requests(self._client)
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
@@ -229,7 +226,7 @@ class GroupMember:
         client = self._client
         if client is None:
             raise KafkaException(KafkaError(KafkaError._STATE, "the consumer is closed"))
-        if threading.current_thread() is self._thread:
+        if self._on_polling_thread():
             return request(client)
         done = threading.Event()
         outcome: list[Any] = []
@@ -285,22 +282,46 @@ class GroupMember:
 
     # -- the poll loop -------------------------------------------------------------------------------
 
+    def _start_thread(self) -> None:
+        """Start the polling thread of a shared member (under the lock); the consumer of an
+        unshared one polls it from its own thread (:meth:`turn`), as Dramatiq's does."""
+        if not self.shared:
+            return
+        self._thread = threading.Thread(
+            target=self._run, args=(self._client,), name=f"kafka-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _on_polling_thread(self) -> bool:
+        return not self.shared or threading.current_thread() is self._thread
+
+    def turn(self, wait: float) -> None:
+        """Poll once, waiting at most ``wait`` seconds for records (an unshared member,
+        from its consumer's thread)."""
+        client = self._client
+        if client is None:
+            return
+        try:
+            self._poll(client, wait)
+        except Exception as e:
+            self._fail(client, e)
+
     def _run(self, client: ConfluentConsumer) -> None:
         while self._client is client:
             try:
-                self._poll(client)
+                self._poll(client, POLL_SLICE)
             except Exception as e:
                 self._fail(client, e)
                 return
 
-    def _poll(self, client: ConfluentConsumer) -> None:
+    def _poll(self, client: ConfluentConsumer, wait: float) -> None:
         now = time.monotonic()
         self._follow_consumers(client, now)
         self._check_membership(client, now)
         self._commit_when_due(now)
         self._serve_requests(client)
         self.last_poll = time.time()
-        records = self._fetch(client, BUSY_POLL_SLICE if self._busy() else POLL_SLICE)
+        records = self._fetch(client, min(wait, BUSY_POLL_SLICE if self._busy() else POLL_SLICE))
         for record in records:
             if record.error() is not None:
                 self._fetch_error(record)
@@ -344,7 +365,9 @@ class GroupMember:
         """Subscribe to the consumers' topics once they stopped changing."""
         with self._lock:
             topics = sorted(self._consumers)
-            if topics == self._subscribed or not topics or now - self._changed_at < SUBSCRIBE_SETTLE:
+            if topics == self._subscribed or not topics:
+                return
+            if self.shared and now - self._changed_at < SUBSCRIBE_SETTLE:
                 return
             if self._subscribed is None and self.shared and self.hold():
                 return
@@ -400,10 +423,7 @@ class GroupMember:
                 return
             self._client = self._new_client()
             self._subscribed = None
-            self._thread = threading.Thread(
-                target=self._run, args=(self._client,), name=f"kafka-{self.name}", daemon=True
-            )
-            self._thread.start()
+            self._start_thread()
         _close_in_background(client, self.logger)
 
     # -- rebalance -----------------------------------------------------------------------------------
