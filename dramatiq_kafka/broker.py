@@ -495,7 +495,9 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             for member in self._members:
                 if member.shared and member.config == config and not member.serves(topic):
                     return member
-            member = GroupMember(config, name=f"group {self.group_id!r}", hold=self._worker_booting)
+            shared = config.get("group.protocol", "classic") == "consumer"
+            name = f"group {self.group_id!r}" if shared else repr(topic)
+            member = GroupMember(config, name=name, hold=self._worker_booting)
             self._members.append(member)
             return member
 

@@ -92,11 +92,12 @@ CLOSE_TIMEOUT = 10.0
 
 
 class GroupMember:
-    """One librdkafka consumer shared by the consumers of a process's queues.
+    """A librdkafka consumer: shared by the consumers of a process's queues with KIP-848's
+    protocol, else the Kafka side of one of them, polled from its thread (:meth:`turn`).
 
     Parameters:
       config(dict): librdkafka consumer settings, ``group.id`` included.
-      name(str): What the member is, for logs (``"group 'dramatiq'"``).
+      name(str): What the member is, for logs (``"group 'dramatiq'"``, a topic).
       hold(callable): While it returns true the member does not subscribe yet:
         the consumers of a worker that is starting are still coming.
     """
