@@ -346,7 +346,11 @@ def main(argv: list[str] | None = None) -> int:
                     results["idle"].setdefault(side, {})[queues] = figures
                     print(f"idle {queues:3} queues {side:>14}: {figures}", flush=True)
             for side, checkout in kafka_sides.items() if "fleet" in cases else []:
-                figures = fleet(checkout, side, args.processes, args.fleet_queues, servers)
+                try:
+                    figures = fleet(checkout, side, args.processes, args.fleet_queues, servers)
+                except (RuntimeError, BrokenPipeError) as e:
+                    # 1fffd3e's 320 members timed out on metadata and a process died at boot.
+                    figures = {"failed": str(e) or type(e).__name__}
                 results["fleet"][side] = figures
                 print(f"fleet {args.processes}x{args.fleet_queues} {side:>14}: {figures}", flush=True)
             for side, checkout in sides.items() if "throughput" in cases else []:
