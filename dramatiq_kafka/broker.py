@@ -490,8 +490,9 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         """
         with self._members_lock:
             pid = os.getpid()
-            # Members of a parent process are no use after a fork.
-            self._members = [m for m in self._members if m.pid == pid]
+            # Members of a parent process are no use after a fork, nor closed ones (their
+            # consumers left, or failed and were replaced).
+            self._members = [m for m in self._members if m.pid == pid and not m.closed]
             for member in self._members:
                 if member.shared and member.config == config and not member.serves(topic):
                     return member

@@ -123,6 +123,7 @@ class GroupMember:
         self._changed_at = 0.0
         self._subscribed: list[str] | None = None
         self._client: ConfluentConsumer | None = None
+        self._opened = False
         self._thread: threading.Thread | None = None
         # When the group took this member's partitions without a revocation;
         # None while it is (or is becoming) a member.
@@ -131,6 +132,11 @@ class GroupMember:
         self._requests: deque[Callable[[ConfluentConsumer], Any]] = deque()
 
     # -- consumers coming and going ------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether its client was closed: its last consumer left, or it failed."""
+        return self._opened and self._client is None
 
     def serves(self, topic: str) -> bool:
         """Whether a consumer of ``topic`` is attached."""
@@ -146,6 +152,7 @@ class GroupMember:
             self._changed_at = time.monotonic()
             if self._client is None:
                 self._client = self._new_client()
+                self._opened = True
                 self._subscribed = None
                 self._start_thread()
 
