@@ -154,3 +154,16 @@ def test_every_queue_spreads_over_two_worker_processes(
             worker.stop()
         for broker in brokers:
             broker.close()
+
+
+def test_a_consumer_started_again_and_again_leaves_no_closed_kafka_consumer_behind(
+    queues_broker: KafkaBroker,
+) -> None:
+    # Dramatiq's consumer thread makes a new consumer after every connection error, once a
+    # second during an outage: each closed one must go.
+    queues_broker.declare_queue("again")
+    for _ in range(3):
+        consumer = queues_broker.consume("again", prefetch=1, timeout=100)
+        next(consumer)
+        consumer.close()
+    assert len(queues_broker._members) == 1
