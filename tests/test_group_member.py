@@ -156,14 +156,19 @@ def test_every_queue_spreads_over_two_worker_processes(
             broker.close()
 
 
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
 def test_a_consumer_started_again_and_again_leaves_no_closed_kafka_consumer_behind(
-    queues_broker: KafkaBroker,
+    kafka_bootstrap: str, unique_name: str, protocol: str
 ) -> None:
     # Dramatiq's consumer thread makes a new consumer after every connection error, once a
     # second during an outage: each closed one must go.
-    queues_broker.declare_queue("again")
-    for _ in range(3):
-        consumer = queues_broker.consume("again", prefetch=1, timeout=100)
-        next(consumer)
-        consumer.close()
-    assert len(queues_broker._members) == 1
+    broker = new_broker(kafka_bootstrap, unique_name, **{"group.protocol": protocol})
+    broker.declare_queue("again")
+    try:
+        for _ in range(3):
+            consumer = broker.consume("again", prefetch=1, timeout=100)
+            next(consumer)
+            consumer.close()
+        assert len(broker._members) == 1
+    finally:
+        broker.close()
