@@ -21,7 +21,7 @@ from dramatiq.logging import get_logger
 
 from .client_errors import ClientErrors
 from .client_log import create_client
-from .errors import AuthenticationError, BufferFull, DeliveryError, DeliveryTimeout
+from .errors import BufferFull, DeliveryError, DeliveryTimeout, KafkaConnectionError
 from .events import EVENTS
 from .wire import Headers, message_id_of
 
@@ -281,7 +281,9 @@ class KafkaProducer:
 
     def _async_send_reported(self, error: KafkaError | None, record: Message) -> None:
         if error is None:
-            if self.errors.failure is not None:  # its lock only when there is something to clear
+            # Its lock only when there is something to clear or to learn: that Kafka was
+            # reached (a Kafka gone later is no wrong address, see flush()).
+            if self.errors.failure is not None or not self.errors.reached:
                 self.errors.succeeded()
             return
         topic = record.topic() or ""
@@ -516,8 +518,12 @@ class KafkaProducer:
             )
         raise (DeliveryError if failures else DeliveryTimeout)(summary, failures + unreported)
 
-    def flush(self, timeout: float | None = None) -> None:
+    def flush(self, timeout: float | None = None, *, down_grace: float | None = None) -> None:
         """Wait for every pending record, then report async failures.
+
+        Parameters:
+          timeout(float): The most seconds to wait (``flush_timeout`` by default).
+          down_grace(float): Stop waiting once every broker was down this long.
 
         Raises:
           DeliveryError: Listing every async send that failed since the
@@ -533,6 +539,8 @@ class KafkaProducer:
                 remaining = producer.flush(max(0.0, min(AUTH_CHECK_SLICE, deadline - time.monotonic())))
                 if not remaining or time.monotonic() >= deadline:
                     break
+                if down_grace is not None and self.errors.down_for() >= down_grace:
+                    break  # every broker down that long: what is pending is reported, not waited for
                 self.errors.check()
                 if not self.errors.reached and self.errors.down_for() > 0:
                     # Never delivered anything and every broker refuses: a wrong address.
@@ -548,8 +556,9 @@ class KafkaProducer:
     def close(self, timeout: float | None = None) -> None:
         """Flush (logging what was not delivered) and stop serving reports."""
         try:
-            self.flush(timeout)
-        except (DeliveryError, AuthenticationError) as e:
+            # Like the exit flush: a Kafka gone for EXIT_UNREACHABLE_GRACE is not waited for.
+            self.flush(timeout, down_grace=EXIT_UNREACHABLE_GRACE)
+        except (DeliveryError, KafkaConnectionError) as e:
             self.logger.error("%s", e)
         finally:
             self._closed.set()

@@ -15,7 +15,7 @@ from pathlib import Path
 import dramatiq
 import pytest
 
-from dramatiq_kafka import ConfigurationError, KafkaBroker, KafkaConnectionError, QueueConfig
+from dramatiq_kafka import ConfigurationError, KafkaBroker, KafkaConnectionError, QueueConfig, localkafka
 from dramatiq_kafka.client_log import ClientLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,3 +161,27 @@ def test_a_worker_left_without_a_partition_says_so_once(
         "(a topic needs as many partitions as the worker processes meant to share it)."
     ]
     assert "Assigned partitions []" not in caplog.text
+
+
+def test_closing_after_kafka_went_away_logs_what_is_lost_instead_of_raising(
+    tmp_path: Path, unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker process that sent only async records, its Kafka gone at shutdown: close()
+    # raised "Kafka is not reachable ... Check bootstrap_servers" (meant for a wrong address)
+    # out of Dramatiq's worker process, a traceback at exit.
+    cluster = localkafka.start_single(tmp_path / "kafka")
+    try:
+        broker = KafkaBroker(bootstrap_servers=cluster.bootstrap_servers, group_id=unique_name)
+        job = dramatiq.actor(lambda: None, actor_name="job", queue_name=unique_name, broker=broker)
+        job.send()
+        broker.flush_producer()
+    finally:
+        cluster.stop()
+    job.send()
+    caplog.set_level(logging.ERROR, logger="dramatiq_kafka")
+    started = time.monotonic()
+    broker.close()
+    elapsed = time.monotonic() - started
+    assert "1 record(s) still pending after the timeout" in caplog.text
+    assert "Check bootstrap_servers" not in caplog.text
+    assert elapsed < 20  # 5 s after every broker went down, not flush_timeout's 30 s
