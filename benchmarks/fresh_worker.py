@@ -123,29 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RESULT {child(json.loads(args.child))}", flush=True)
         return 0
     sys.path.insert(0, str(ROOT))
-    from dramatiq_kafka import localkafka
+    from sides import checkout, kafka
 
     with tempfile.TemporaryDirectory(prefix="dramatiq-kafka-fresh-") as tmp:
-        sides = {"this": ROOT}
-        if args.ref:
-            sides[args.ref] = Path(tmp) / "baseline"
-            subprocess.run(
-                ["git", "worktree", "add", "--detach", "-q", str(sides[args.ref]), args.ref],
-                cwd=ROOT,
-                check=True,
-            )
-        cluster = None
-        try:
-            bootstrap = os.environ.get("DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS")
-            if not bootstrap:
-                cluster = localkafka.start_single(Path(tmp) / "kafka")
-                bootstrap = cluster.bootstrap_servers
+        with checkout(args.ref, Path(tmp)) as baseline, kafka(Path(tmp)) as bootstrap:
+            sides = {"this": ROOT} if baseline is None else {"this": ROOT, args.ref: baseline}
             figures: dict[tuple[str, str], list[float]] = {}
             for number in range(args.rounds + 1):  # round 0 warms Kafka up and is not counted
                 order = list(sides.items()) if number % 2 else list(sides.items())[::-1]
                 for case in CASES:
-                    for side, checkout in order:
-                        seconds = run_child(checkout, {"case": case, "kafka": bootstrap})
+                    for side, tree in order:
+                        seconds = run_child(tree, {"case": case, "kafka": bootstrap})
                         if number:
                             figures.setdefault((case, side), []).append(seconds)
                         print(f"round {number} {case:8} {side:>12}: {seconds * 1000:7.0f} ms", flush=True)
@@ -158,13 +146,6 @@ def main(argv: list[str] | None = None) -> int:
                     for side in sides
                 )
                 print(f"{case:8} {line}")
-        finally:
-            if cluster is not None:
-                cluster.stop()
-            if args.ref:
-                subprocess.run(
-                    ["git", "worktree", "remove", "--force", str(sides[args.ref])], cwd=ROOT, check=False
-                )
     return 0
 
 

@@ -296,6 +296,34 @@ def throughput(checkout: Path, side: str, queues: int, jobs: int, servers: dict[
         worker.stop()
 
 
+def measure(
+    args: argparse.Namespace,
+    cases: list[str],
+    counts: list[int],
+    sides: dict[str, Path],
+    kafka_sides: dict[str, Path],
+    servers: dict[str, str],
+    results: dict[str, Any],
+) -> None:
+    for queues in counts if "idle" in cases else []:
+        for side, checkout in sides.items():
+            figures = idle(checkout, side, queues, servers)
+            results["idle"].setdefault(side, {})[queues] = figures
+            print(f"idle {queues:3} queues {side:>14}: {figures}", flush=True)
+    for side, checkout in kafka_sides.items() if "fleet" in cases else []:
+        try:
+            figures = fleet(checkout, side, args.processes, args.fleet_queues, servers)
+        except (RuntimeError, BrokenPipeError) as e:
+            # 1fffd3e's 320 members timed out on metadata and a process died at boot.
+            figures = {"failed": str(e) or type(e).__name__}
+        results["fleet"][side] = figures
+        print(f"fleet {args.processes}x{args.fleet_queues} {side:>14}: {figures}", flush=True)
+    for side, checkout in sides.items() if "throughput" in cases else []:
+        rate = throughput(checkout, side, args.fleet_queues, args.jobs, servers)
+        results["throughput"][side] = rate
+        print(f"throughput {args.fleet_queues} queues {side:>14}: {rate} jobs/s", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ref", nargs="?", help="a commit to measure beside this checkout")
@@ -312,60 +340,31 @@ def main(argv: list[str] | None = None) -> int:
         child(json.loads(args.child))
         return 0
     sys.path.insert(0, str(ROOT))
-    from dramatiq_kafka import localkafka
+    from sides import checkout, kafka
 
     counts = [int(n) for n in args.queues.split(",")]
     results: dict[str, Any] = {"idle": {}, "fleet": {}, "throughput": {}}
+    cases = args.cases.split(",")
     with tempfile.TemporaryDirectory(prefix="dramatiq-kafka-scaling-") as tmp:
-        # This checkout with each group protocol: its queues share one Kafka consumer
-        # with KIP-848's, and have one each with the classic protocol.
-        sides = {"this KIP-848": ROOT, "this classic": ROOT}
-        if args.ref:
-            sides[args.ref] = Path(tmp) / "baseline"
-            subprocess.run(
-                ["git", "worktree", "add", "--detach", "-q", str(sides[args.ref]), args.ref],
-                cwd=ROOT,
-                check=True,
-            )
-        cluster = rabbit = None
-        try:
-            servers = {"kafka": os.environ.get("DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS", "")}
-            if not servers["kafka"]:
-                cluster = localkafka.start_single(Path(tmp) / "kafka")
-                servers["kafka"] = cluster.bootstrap_servers
+        with checkout(args.ref, Path(tmp)) as baseline, kafka(Path(tmp)) as bootstrap:
+            # This checkout with each group protocol: its queues share one Kafka consumer
+            # with KIP-848's, and have one each with the classic protocol.
+            sides = {"this KIP-848": ROOT, "this classic": ROOT}
+            if baseline is not None:
+                sides[args.ref] = baseline
             kafka_sides = dict(sides)
-            if args.rabbitmq:
-                from services import start_rabbitmq
+            servers = {"kafka": bootstrap}
+            rabbit = None
+            try:
+                if args.rabbitmq:
+                    from services import start_rabbitmq
 
-                rabbit, servers["rabbitmq"] = start_rabbitmq(Path(tmp))
-                sides["rabbitmq"] = ROOT
-            cases = args.cases.split(",")
-            for queues in counts if "idle" in cases else []:
-                for side, checkout in sides.items():
-                    figures = idle(checkout, side, queues, servers)
-                    results["idle"].setdefault(side, {})[queues] = figures
-                    print(f"idle {queues:3} queues {side:>14}: {figures}", flush=True)
-            for side, checkout in kafka_sides.items() if "fleet" in cases else []:
-                try:
-                    figures = fleet(checkout, side, args.processes, args.fleet_queues, servers)
-                except (RuntimeError, BrokenPipeError) as e:
-                    # 1fffd3e's 320 members timed out on metadata and a process died at boot.
-                    figures = {"failed": str(e) or type(e).__name__}
-                results["fleet"][side] = figures
-                print(f"fleet {args.processes}x{args.fleet_queues} {side:>14}: {figures}", flush=True)
-            for side, checkout in sides.items() if "throughput" in cases else []:
-                rate = throughput(checkout, side, args.fleet_queues, args.jobs, servers)
-                results["throughput"][side] = rate
-                print(f"throughput {args.fleet_queues} queues {side:>14}: {rate} jobs/s", flush=True)
-        finally:
-            if rabbit is not None:
-                rabbit.stop()
-            if cluster is not None:
-                cluster.stop()
-            if args.ref:
-                subprocess.run(
-                    ["git", "worktree", "remove", "--force", str(sides[args.ref])], cwd=ROOT, check=False
-                )
+                    rabbit, servers["rabbitmq"] = start_rabbitmq(Path(tmp))
+                    sides["rabbitmq"] = ROOT
+                measure(args, cases, counts, sides, kafka_sides, servers, results)
+            finally:
+                if rabbit is not None:
+                    rabbit.stop()
     print("RESULTS " + json.dumps(results))
     if args.plot and results["idle"]:
         plot(results, counts, Path(args.plot))

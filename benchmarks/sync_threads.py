@@ -88,29 +88,17 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
         return 0
     sys.path.insert(0, str(ROOT))
-    from dramatiq_kafka import localkafka
+    from sides import checkout, kafka
 
     with tempfile.TemporaryDirectory(prefix="dramatiq-kafka-sync-") as tmp:
-        sides = {"this": ROOT}
-        if args.ref:
-            sides[args.ref] = Path(tmp) / "baseline"
-            subprocess.run(
-                ["git", "worktree", "add", "--detach", "-q", str(sides[args.ref]), args.ref],
-                cwd=ROOT,
-                check=True,
-            )
-        cluster = None
-        try:
-            bootstrap = os.environ.get("DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS")
-            if not bootstrap:
-                cluster = localkafka.start_single(Path(tmp) / "kafka")
-                bootstrap = cluster.bootstrap_servers
+        with checkout(args.ref, Path(tmp)) as baseline, kafka(Path(tmp)) as bootstrap:
+            sides = {"this": ROOT} if baseline is None else {"this": ROOT, args.ref: baseline}
             figures: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
             spec = {"kafka": bootstrap, "sends": args.sends, "threads": args.threads}
             for number in range(args.rounds):
                 order = list(sides.items()) if number % 2 else list(sides.items())[::-1]
-                for side, checkout in order:
-                    result = run_child(checkout, spec)
+                for side, tree in order:
+                    result = run_child(tree, spec)
                     figures[side].append(result)
                     print(
                         f"round {number} {side:>10}: 1 thread {result['one']:7.0f}/s, "
@@ -124,13 +112,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{side:>10}: sync sends/s, 1 thread {one:,.0f}; {args.threads} threads at once "
                     f"{many:,.0f}: {many / one:.1f}x"
-                )
-        finally:
-            if cluster is not None:
-                cluster.stop()
-            if args.ref:
-                subprocess.run(
-                    ["git", "worktree", "remove", "--force", str(sides[args.ref])], cwd=ROOT, check=False
                 )
     return 0
 
