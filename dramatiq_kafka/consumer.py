@@ -28,7 +28,7 @@ from dramatiq.message import Message
 
 from .dead_letters import DeadLetterWriter
 from .events import EVENTS
-from .group import GroupMember
+from .group import BUSY_POLL_SLICE, POLL_SLICE, GroupMember
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer
 from .retries import RetryPolicy
@@ -167,15 +167,33 @@ class KafkaConsumer(JobSettling, Consumer):
         return {"topic": self.topic, "partitions": partitions, "last_poll": self.last_poll}
 
     def _sleep(self, seconds: float) -> None:
-        """Wait up to ``seconds`` for a wake-up, unless one came since the last; a member
-        of this consumer alone is polled meanwhile, from this thread."""
+        """Wait up to ``seconds`` for a wake-up, unless one came since the last.
+
+        A member of this consumer alone is polled from this thread, but not while only
+        the end of a job can let another start: librdkafka's poll cannot be woken by an
+        ack, and waiting in it held each freed slot for up to a poll slice (2,900 jobs/s
+        where Dramatiq's worker runs 13,000).
+        """
+        seconds = max(0.0, seconds)
+        held_back = 0.0 if self.member.shared else self._held_back()
         with self._room:
             woken, self._woken = self._woken, False
-            if not woken and self.member.shared:
-                self._room.wait(max(0.0, seconds))
+            if not woken and (self.member.shared or held_back):
+                self._room.wait(min(seconds, held_back) if held_back else seconds)
                 self._woken = False
         if not self.member.shared:
-            self.member.turn(0.0 if woken else max(0.0, seconds))
+            self.member.turn(0.0 if woken or held_back else seconds)
+
+    def _held_back(self) -> float:
+        """How long to wait for a job's end before polling again, when fetched records
+        cannot start until one ends (0 when the next record fetched could start)."""
+        with self._lock:
+            if self._scheduler.in_flight >= self._scheduler.limit:
+                return POLL_SLICE
+            if any(s.buffer for s in self._partitions.values()):
+                # Records of other partitions may come meanwhile.
+                return BUSY_POLL_SLICE
+        return 0.0
 
     # -- what the member routes here (its thread) ----------------------------------------------------
 

@@ -8,6 +8,7 @@ describes them, and the jobs of every queue running.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,14 @@ from dramatiq_kafka import KafkaBroker, QueueConfig
 from .helpers import wait_for
 
 pytestmark = pytest.mark.slow
+
+
+def settled_members(broker: KafkaBroker, expected: list[set[str]]) -> list[set[str]]:
+    """The topics of each member once they are ``expected`` (KIP-848 hands a member its
+    partitions over several heartbeats), or as they are after 20 s."""
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: members(broker.bootstrap_servers, broker.group_id) == expected, interval=0.2)
+    return members(broker.bootstrap_servers, broker.group_id)
 
 
 def members(bootstrap: str, group: str) -> list[set[str]]:
@@ -79,9 +88,9 @@ def test_a_worker_on_five_queues_is_one_member_of_its_group(queues_broker: Kafka
     try:
         for queue in queues:
             queues_broker.join(queue, timeout=30_000)
-        [topics] = members(queues_broker.bootstrap_servers, queues_broker.group_id)
         prefix = queues_broker.topic_prefix
-        assert topics == {f"{prefix}{q}" for q in queues} | {f"{prefix}{q}.DQ" for q in queues}
+        expected = {f"{prefix}{q}" for q in queues} | {f"{prefix}{q}.DQ" for q in queues}
+        assert settled_members(queues_broker, [expected]) == [expected]
         assert sorted(ran) == queues
     finally:
         worker.stop()
@@ -97,10 +106,9 @@ def test_a_worker_given_queues_subscribes_to_just_those(queues_broker: KafkaBrok
     try:
         queues_broker.join("a", timeout=30_000)
         queues_broker.join("b", timeout=30_000)
-        time.sleep(0.5)
-        [topics] = members(queues_broker.bootstrap_servers, queues_broker.group_id)
         prefix = queues_broker.topic_prefix
-        assert topics == {f"{prefix}a", f"{prefix}a.DQ", f"{prefix}b", f"{prefix}b.DQ"}
+        expected = {f"{prefix}a", f"{prefix}a.DQ", f"{prefix}b", f"{prefix}b.DQ"}
+        assert settled_members(queues_broker, [expected]) == [expected]
         assert sorted(ran) == ["a", "b"]
     finally:
         worker.stop()
