@@ -25,6 +25,9 @@ class KafkaMessageProxy(MessageProxy):
 
     def __init__(self, message: Message[Any], record: KafkaRecord, job: Job, consumer: Any = None) -> None:
         super().__init__(message)
+        # The message's fields on the proxy itself: Dramatiq's middleware read them
+        # about 25 times per job, each a miss that went through ``__getattr__``.
+        self.__dict__.update(vars(message))
         self.record = record
         self.cancelled = False
         self.outcome: Outcome | None = None

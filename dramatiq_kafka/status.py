@@ -84,7 +84,7 @@ class WorkerStatus(Middleware):
         self.logger = get_logger(__name__, type(self))
         self.interval = interval
         self._lock = threading.Lock()
-        self._running: dict[str, dict[str, Any]] = {}
+        self._running: dict[str, tuple[Any, float]] = {}
         self._counts: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,27 +97,19 @@ class WorkerStatus(Middleware):
     # -- what the worker does ------------------------------------------------------------------------
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        job = {
-            "actor": message.actor_name,
-            "message_id": message.message_id,
-            "queue": message.queue_name,
-            "started_at": time.time(),
-            "partition": getattr(message, "partition", None),
-            "offset": getattr(message, "offset", None),
-        }
-        with self._lock:
-            self._running[message.message_id] = job
+        # On every job's path: the record of a running job is built only when published,
+        # and one dict operation needs no lock under the GIL.
+        self._running[message.message_id] = (message, time.time())
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: Any = None
     ) -> None:
+        self._running.pop(message.message_id, None)
         with self._lock:
-            self._running.pop(message.message_id, None)
             self._counts["failed" if exception is not None else "done"] += 1
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        with self._lock:
-            self._running.pop(message.message_id, None)
+        self._running.pop(message.message_id, None)
 
     # -- events (listener of EVENTS) -------------------------------------------------------------------
 
@@ -147,8 +139,11 @@ class WorkerStatus(Middleware):
             if snapshot is None:
                 continue
             queues.append({"queue": queue_name, **snapshot()})
+        running = [
+            _running_job(message, started)
+            for message, started in sorted(dict(self._running).values(), key=lambda job: job[1])
+        ]
         with self._lock:
-            running = sorted(self._running.values(), key=lambda job: job["started_at"])
             counts = {name: self._counts[name] for name in ("done", "failed", "retried", "dead_lettered")}
         return {
             "v": STATUS_VERSION,
@@ -259,3 +254,14 @@ def read_status(config: dict[str, Any], prefix: str, *, timeout: float = 10.0) -
         return found
     finally:
         consumer.close()
+
+
+def _running_job(message: Any, started_at: float) -> dict[str, Any]:
+    return {
+        "actor": message.actor_name,
+        "message_id": message.message_id,
+        "queue": message.queue_name,
+        "started_at": started_at,
+        "partition": getattr(message, "partition", None),
+        "offset": getattr(message, "offset", None),
+    }
