@@ -14,7 +14,7 @@ from dramatiq.logging import get_logger
 
 from .client_errors import ClientErrors
 from .client_log import create_client
-from .errors import KafkaBrokerError, KafkaConnectionError
+from .errors import KafkaBrokerError, KafkaConnectionError, not_reachable
 
 #: The longest single metadata request: between two, an authentication
 #: failure reported meanwhile ends the wait.
@@ -114,7 +114,7 @@ class TopicAdmin:
             return self._inspector
 
     def _unreachable(self, error: object) -> KafkaConnectionError:
-        return KafkaConnectionError(f"Kafka is not reachable at {self.bootstrap_servers!r}: {error}")
+        return not_reachable(self.bootstrap_servers, error)
 
     def topic_names(self) -> set[str]:
         """The topics of the cluster.

@@ -29,7 +29,7 @@ from . import __version__
 from .admin import TopicAdmin
 from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
 from .client_log import redact
-from .dlq import DeadLetterReader, DeadLetterRecord, Filters, dlq_group_for, replay, show
+from .dead_letters import DeadLetterReader, DeadLetterRecord, Filters, dlq_group_for, replay, show
 from .errors import ConfigurationError, KafkaBrokerError, KafkaConnectionError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3

@@ -21,6 +21,11 @@ class KafkaConnectionError(BrokerConnectionError, MiddlewareError):
     """
 
 
+def not_reachable(bootstrap_servers: str, error: object) -> KafkaConnectionError:
+    """The error of a request Kafka did not answer: names the servers and librdkafka's reason."""
+    return KafkaConnectionError(f"Kafka is not reachable at {bootstrap_servers!r}: {error}")
+
+
 class DeliveryError(KafkaBrokerError):
     """Kafka did not acknowledge one or more records.
 
