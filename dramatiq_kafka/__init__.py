@@ -3,26 +3,23 @@
 from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
 from .bulk import send_many
 from .config import DeadLetter, QueueConfig
+from .current import CurrentAttributes
 from .errors import (
     AuthenticationError,
     BufferFull,
     ConfigurationError,
+    ContextError,
+    ContextTooLarge,
     DeliveryError,
     DeliveryTimeout,
     KafkaBrokerError,
     KafkaConnectionError,
     TLSHandshakeError,
 )
-from .middleware.context import (
-    ContextError,
-    ContextTooLarge,
-    CurrentAttributes,
-    CurrentContext,
-    InvalidContext,
-    TraceContext,
-)
+from .middleware.context import CurrentContext, InvalidContext
 from .middleware.revocation import revoked
 from .partitions import KafkaMessageProxy
+from .tracecontext import TraceContext
 
 __version__ = "0.1.0"
 
