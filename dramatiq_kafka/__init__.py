@@ -2,7 +2,6 @@
 
 from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
 from .bulk import send_many
-from .config import DeadLetter, QueueConfig
 from .current import CurrentAttributes
 from .errors import (
     AuthenticationError,
@@ -19,6 +18,7 @@ from .errors import (
 from .middleware.context import CurrentContext, InvalidContext
 from .middleware.revocation import revoked
 from .partitions import KafkaMessageProxy
+from .queue_config import DeadLetter, QueueConfig
 from .tracecontext import TraceContext
 
 __version__ = "0.1.0"

@@ -19,15 +19,6 @@ from dramatiq.middleware import Middleware, Retries
 
 from .admin import TopicAdmin
 from .client_scopes import split_config
-from .config import (
-    DeadLetter,
-    QueueConfig,
-    Unset,
-    check_broker_settings,
-    check_group_start,
-    dead_letter_of,
-    queue_config_of,
-)
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
 from .delays import TIERS, DelayConsumer, delay_partition
@@ -37,7 +28,16 @@ from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHead
 from .middleware.boot import check_not_gevent
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer, OutgoingRecord
-from .retries import RetryPolicy
+from .queue_config import (
+    DeadLetter,
+    QueueConfig,
+    Unset,
+    check_broker_settings,
+    check_group_start,
+    dead_letter_of,
+    queue_config_of,
+)
+from .retry_policy import RetryPolicy
 from .signals import CachedSignals
 from .topics import dead_letter_topic_name, topic_name
 from .wire import encode_message, message_headers

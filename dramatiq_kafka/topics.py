@@ -15,7 +15,7 @@ from typing import NamedTuple, Protocol
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from dramatiq.common import dq_name, q_name
 
-from .config import QueueConfig
+from .queue_config import QueueConfig
 
 #: The suffix of a dead-letter topic (after the queue's name, before any prefix).
 DEAD_LETTER_SUFFIX = ".XQ"
