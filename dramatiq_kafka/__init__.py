@@ -1,4 +1,9 @@
-"""dramatiq-kafka: an Apache Kafka broker for Dramatiq."""
+"""dramatiq-kafka: an Apache Kafka broker for Dramatiq.
+
+The public names, gathered from the modules they live in (one idea a
+module: ``docs/architecture.md`` lists them); nothing is defined here but
+the version.
+"""
 
 from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
 from .bulk import send_many
