@@ -9,12 +9,8 @@ not acknowledged); 2 bad usage (options, config file, broker module);
 from __future__ import annotations
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-
-
 #: A closed pipe on stdout: the shell's code for a process ended by SIGPIPE.
 EXIT_BROKEN_PIPE = 128 + 13
-
-
 #: Ctrl-C: the shell's code for SIGINT.
 EXIT_INTERRUPTED = 130
 

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         # Here, not at exit: a closed pipe must come out as BrokenPipeError below.
         out.flush()
         return code
-    except (UsageError, KafkaConnectionError, KafkaBrokerError) as e:
+    except (UsageError, KafkaBrokerError) as e:
         err.write(f"dramatiq-kafka: error: {e}\n")
         return next(code for kind, code in ERROR_EXITS if isinstance(e, kind))
     except KafkaException as e:
