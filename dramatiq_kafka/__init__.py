@@ -1,28 +1,30 @@
-"""dramatiq-kafka: an Apache Kafka broker for Dramatiq."""
+"""dramatiq-kafka: an Apache Kafka broker for Dramatiq.
+
+The public names, gathered from the modules they live in (one idea a
+module: ``docs/architecture.md`` lists them); nothing is defined here but
+the version.
+"""
 
 from .broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
 from .bulk import send_many
-from .config import DeadLetter, QueueConfig
+from .current import CurrentAttributes
 from .errors import (
     AuthenticationError,
     BufferFull,
     ConfigurationError,
+    ContextError,
+    ContextTooLarge,
     DeliveryError,
     DeliveryTimeout,
     KafkaBrokerError,
     KafkaConnectionError,
     TLSHandshakeError,
 )
-from .middleware.context import (
-    ContextError,
-    ContextTooLarge,
-    CurrentAttributes,
-    CurrentContext,
-    InvalidContext,
-    TraceContext,
-)
+from .middleware.context import CurrentContext, InvalidContext
 from .middleware.revocation import revoked
 from .partitions import KafkaMessageProxy
+from .queue_config import DeadLetter, QueueConfig
+from .tracecontext import TraceContext
 
 __version__ = "0.1.0"
 

@@ -1,20 +1,28 @@
-"""Topic management: creating missing topics, reading positions, truncating."""
+"""Topic management: creating missing topics, reading positions, truncating.
+
+:class:`TopicAdmin` is every request about topics and a group's
+positions (lag included) the broker, the command, the metrics and the
+dashboard make.  The topics' names are ``topics.py``'s.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
+from dramatiq.common import dq_name
 from dramatiq.logging import get_logger
 
 from .client_errors import ClientErrors
 from .client_log import create_client
-from .errors import KafkaBrokerError, KafkaConnectionError
+from .errors import KafkaBrokerError, KafkaConnectionError, not_reachable
+from .topics import TopicNaming
 
 #: The longest single metadata request: between two, an authentication
 #: failure reported meanwhile ends the wait.
@@ -56,6 +64,23 @@ class PartitionLag:
         """Records the group has yet to finish; with no commit, the group
         starts at the first record kept (``auto.offset.reset=earliest``)."""
         return max(0, self.end - max(self.committed, self.low))
+
+
+class QueueLag(NamedTuple):
+    """The lag of a queue's topic (or its delay queue's).
+
+    Attributes:
+      queue(str): The queue.
+      name(str): The queue, or its delay queue (``queue.DQ``).
+      topic(str): The topic of ``name``.
+      partitions(list[PartitionLag] | None): Per partition; ``None`` when
+        the topic does not exist.
+    """
+
+    queue: str
+    name: str
+    topic: str
+    partitions: list[PartitionLag] | None
 
 
 class TopicAdmin:
@@ -114,7 +139,7 @@ class TopicAdmin:
             return self._inspector
 
     def _unreachable(self, error: object) -> KafkaConnectionError:
-        return KafkaConnectionError(f"Kafka is not reachable at {self.bootstrap_servers!r}: {error}")
+        return not_reachable(self.bootstrap_servers, error)
 
     def topic_names(self) -> set[str]:
         """The topics of the cluster.
@@ -275,6 +300,23 @@ class TopicAdmin:
             PartitionLag(partition, committed.get(partition, -1), low, end)
             for partition, (low, end) in sorted(watermarks.items())
         ]
+
+    def queue_lags(
+        self, queues: Iterable[str], naming: TopicNaming, existing: set[str] | None = None
+    ) -> Iterator[QueueLag]:
+        """:meth:`lag` of the topic of every queue and its delay queue, in
+        order; ``partitions`` is ``None`` for a topic that does not exist.
+
+        Parameters:
+          queues: The queues' names.
+          naming(TopicNaming): What names their topics (a broker).
+          existing(set): The cluster's topics, when the caller has them.
+        """
+        existing = self.topic_names() if existing is None else existing
+        for queue in queues:
+            for name in (queue, dq_name(queue)):
+                topic = naming.topic_name(name)
+                yield QueueLag(queue, name, topic, self.lag(topic) if topic in existing else None)
 
     def lags(self, topics: list[str]) -> dict[str, list[PartitionLag]]:
         """:meth:`lag` of many topics in four requests (metadata, earliest and

@@ -19,15 +19,6 @@ from dramatiq.middleware import Middleware, Retries
 
 from .admin import TopicAdmin
 from .client_scopes import split_config
-from .config import (
-    DeadLetter,
-    QueueConfig,
-    Unset,
-    check_broker_settings,
-    check_group_start,
-    dead_letter_of,
-    queue_config_of,
-)
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
 from .delays import TIERS, DelayConsumer, delay_partition
@@ -37,8 +28,18 @@ from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHead
 from .middleware.boot import check_not_gevent
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer, OutgoingRecord
-from .retries import RetryPolicy
+from .queue_config import (
+    DeadLetter,
+    QueueConfig,
+    Unset,
+    check_broker_settings,
+    check_group_start,
+    dead_letter_of,
+    queue_config_of,
+)
+from .retry_policy import RetryPolicy
 from .signals import CachedSignals
+from .topics import dead_letter_topic_name, topic_name
 from .wire import encode_message, message_headers
 
 #: Dead letters go to ``{queue}.XQ`` after the default number of retries.
@@ -219,7 +220,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
 
     def topic_name(self, queue_name: str) -> str:
         """The topic that holds a queue (or a delay queue)."""
-        return f"{self.topic_prefix}{queue_name}"
+        return topic_name(self.topic_prefix, queue_name)
 
     def dead_letter_for(self, queue_name: str) -> DeadLetter | None:
         """A queue's dead-letter settings; ``None`` when it retries forever."""
@@ -230,7 +231,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         """The topic where a queue's failed jobs go (and, even for a queue
         that retries forever, records that are not jobs at all)."""
         dead_letter = self.dead_letter_for(queue_name) or DeadLetter()
-        return self.topic_prefix + (dead_letter.topic or f"{q_name(queue_name)}.XQ")
+        return dead_letter_topic_name(self.topic_prefix, queue_name, dead_letter.topic)
 
     def retry_policy(self, message: MessageProxy) -> RetryPolicy:
         """How a failed message is retried: the broker's and the queue's

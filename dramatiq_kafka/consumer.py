@@ -31,7 +31,7 @@ from .events import EVENTS
 from .group import BUSY_POLL_SLICE, POLL_SLICE, GroupMember
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer
-from .retries import RetryPolicy
+from .retry_policy import RetryPolicy
 from .scheduling import JobState, PartitionSchedule, Scheduler
 from .settling import JobSettling
 from .wire import decode_message

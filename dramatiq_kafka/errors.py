@@ -1,4 +1,12 @@
-"""Errors raised by the Kafka broker, as subclasses of Dramatiq's own."""
+"""Errors raised by the Kafka broker, as subclasses of Dramatiq's own.
+
+Every error the package raises to its users is a :class:`KafkaBrokerError`
+(a Dramatiq ``BrokerError``), defined here; ``ContinuationError`` and
+``InvalidContext`` are defined beside what raises them.  The errors of
+the command line (``cli/exits.py``) and of the local Kafka tool
+(``localkafka.py``) are theirs alone.  :class:`JobFailure` is what is kept
+of a job's error, not an error itself.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +20,20 @@ class KafkaBrokerError(BrokerError):
     """Base class for the errors of this package."""
 
 
-class KafkaConnectionError(BrokerConnectionError, MiddlewareError):
+class KafkaConnectionError(KafkaBrokerError, BrokerConnectionError, MiddlewareError):
     """Kafka could not be reached (or refused us) within the allowed time.
 
-    It is also a :class:`MiddlewareError` so that raising it while a
-    worker boots stops the worker (``dramatiq`` exits with code 3)
-    instead of being logged and ignored.
+    A :class:`KafkaBrokerError`, and Dramatiq's
+    :class:`~dramatiq.errors.BrokerConnectionError`.  It is also a
+    :class:`MiddlewareError` so that raising it while a worker boots stops
+    the worker (``dramatiq`` exits with code 3) instead of being logged and
+    ignored.
     """
+
+
+def not_reachable(bootstrap_servers: str, error: object) -> KafkaConnectionError:
+    """The error of a request Kafka did not answer: names the servers and librdkafka's reason."""
+    return KafkaConnectionError(f"Kafka is not reachable at {bootstrap_servers!r}: {error}")
 
 
 class DeliveryError(KafkaBrokerError):

@@ -28,7 +28,6 @@ import weakref
 from typing import Any
 
 import dramatiq
-from dramatiq.common import dq_name
 from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
@@ -160,16 +159,12 @@ class KafkaMetrics(Middleware):
                 )
             admin = self._admin
         totals = {}
-        existing = admin.topic_names()
-        for queue_name in sorted(broker.get_declared_queues()):
-            for name in (queue_name, dq_name(queue_name)):
-                topic = broker.topic_name(name)
-                if topic not in existing:
-                    continue
-                partitions = admin.lag(topic)
-                for lag in partitions:
-                    self.metrics.lag.labels(name, str(lag.partition)).set(lag.lag)
-                totals[name] = sum(lag.lag for lag in partitions)
+        for found in admin.queue_lags(sorted(broker.get_declared_queues()), broker):
+            if found.partitions is None:
+                continue
+            for lag in found.partitions:
+                self.metrics.lag.labels(found.name, str(lag.partition)).set(lag.lag)
+            totals[found.name] = sum(lag.lag for lag in found.partitions)
         return totals
 
     def _read_lag(self) -> None:

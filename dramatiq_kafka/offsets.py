@@ -5,6 +5,10 @@ order (eight worker threads acking as they please) must not move it past a job
 that is still running.  :class:`PartitionOffsets` remembers which fetched
 offsets are still outstanding and only lets the watermark move over a
 contiguous run of finished ones.
+
+The offsets finished past the watermark (dead letters replayed, delayed
+records moved) travel in the commit's metadata: their encoding, and the
+one bound on its length, are here too.
 """
 
 from __future__ import annotations
@@ -109,6 +113,10 @@ class PartitionOffsets:
 # -- offsets finished past a watermark, in commit metadata ----------------------------------------
 
 
+#: The longest commit metadata written (Kafka's ``offset.metadata.max.bytes`` is 4096).
+MAX_METADATA = 3500
+
+
 def encode_offsets(offsets: Sequence[int]) -> str:
     """Sorted offsets as ranges: ``[5, 6, 7, 9]`` → ``"5-7,9"``."""
     parts: list[str] = []
@@ -156,6 +164,21 @@ def encode_done_past(committed: int, offsets: Sequence[int]) -> str:
         bits[index >> 3] |= 1 << (index & 7)
     packed = "z:" + base64.b64encode(zlib.compress(bytes(bits), 9)).decode()
     return min(ranges, packed, key=len)
+
+
+def encode_done_past_within(
+    committed: int, offsets: Sequence[int], limit: int = MAX_METADATA
+) -> tuple[str, int]:
+    """:func:`encode_done_past` of as many of the sorted ``offsets`` as fit
+    in ``limit`` characters, the lowest first (they are read first); the
+    text and how many offsets it lists.  Those left out are handled again
+    by a later owner of the partition (at least once)."""
+    kept = list(offsets)
+    text = encode_done_past(committed, kept)
+    while len(text) > limit:
+        kept = kept[: len(kept) // 2]
+        text = encode_done_past(committed, kept)
+    return text, len(kept)
 
 
 def decode_done_past(committed: int, text: str) -> set[int]:

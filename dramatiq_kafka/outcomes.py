@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from dramatiq.errors import Retry
 from dramatiq.threading import Interrupt
 
-from .retries import RetryPolicy
+from .retry_policy import RetryPolicy
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from .events import EVENTS
 from .outcomes import Outcome, Requeue, RetryInPlace, ToDeadLetters, decide, is_failure
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer, ThreadSends
-from .retries import RetryPolicy
+from .retry_policy import RetryPolicy
 from .scheduling import Job, JobState, Scheduler
 
 #: Seconds before a refused dead letter is written again, doubling up to the cap.

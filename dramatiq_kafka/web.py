@@ -23,13 +23,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote
 
-from dramatiq.common import dq_name
 from dramatiq.logging import get_logger
 
 from .admin import PartitionLag, TopicAdmin
 from .broker import KafkaBroker
 from .delays import TIER_BOUNDS, TIERS, tier_partitions
 from .status import read_status
+from .topics import queue_topics
 
 #: A status record older than this many of its intervals marks its process stale.
 STALE_INTERVALS = 3
@@ -67,13 +67,9 @@ class Dashboard:
 
     def topics(self) -> list[str]:
         """Every topic a page may show: the queues', their delay and dead-letter topics."""
-        topics = []
+        topics: list[str] = []
         for queue in sorted(self.broker.get_declared_queues()):
-            topics += [
-                self.broker.topic_name(queue),
-                self.broker.topic_name(dq_name(queue)),
-                self.broker.dead_letter_topic(queue),
-            ]
+            topics += queue_topics(self.broker, queue)
         return topics
 
     def all_lags(self) -> dict[str, list[PartitionLag]]:
@@ -103,10 +99,10 @@ class Dashboard:
         lags = self.all_lags()
         rows = []
         for queue in sorted(self.broker.get_declared_queues()):
-            topic = self.broker.topic_name(queue)
+            topic, delay_topic, dead_letter_topic = queue_topics(self.broker, queue)
             partitions = lags.get(topic) or []
-            delayed = lags.get(self.broker.topic_name(dq_name(queue))) or []
-            dead = lags.get(self.broker.dead_letter_topic(queue)) or []
+            delayed = lags.get(delay_topic) or []
+            dead = lags.get(dead_letter_topic) or []
             rows.append(
                 {
                     "queue": queue,
@@ -206,7 +202,7 @@ def make_app(broker: KafkaBroker, **options: Any) -> Callable[[dict[str, Any], S
         return page(f"Queue {name}", _table(header, rows) + "<h2>Delayed jobs</h2>" + delayed(name))
 
     def delayed(name: str) -> str:
-        lags = {p.partition: p.lag for p in dashboard.lag(broker.topic_name(dq_name(name)))}
+        lags = {p.partition: p.lag for p in dashboard.lag(queue_topics(broker, name).delay)}
         groups: dict[tuple[int, ...], list[int]] = {}
         for tier in range(TIERS):
             groups.setdefault(tuple(tier_partitions(tier, len(lags))), []).append(tier)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -179,6 +180,19 @@ def write_app(tmp_path: Path, name: str, bootstrap: str) -> str:
         )
     )
     return module
+
+
+def test_topics_ensure_leaves_the_broker_module_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_bootstrap: str, unique_name: str
+) -> None:
+    # The command used to put its own admin client into the broker, and close it.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = write_app(tmp_path, unique_name, kafka_bootstrap)
+    broker = importlib.import_module(module).broker
+    admin = broker.admin
+    assert {row["state"] for row in run_json("topics", "ensure", module)} == {"created"}
+    assert broker.admin is admin and broker.create_topics is False
 
 
 def test_topics_ensure_creates_what_the_broker_declares(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,15 @@ from hypothesis import strategies as st
 
 from dramatiq_kafka import localkafka, testing
 from dramatiq_kafka.cli import parse_offsets
-from dramatiq_kafka.dlq import MAX_METADATA, _PartitionReplay
-from dramatiq_kafka.offsets import decode_done_past, decode_offsets, encode_done_past, encode_offsets
+from dramatiq_kafka.dead_letters import MAX_METADATA
+from dramatiq_kafka.dead_letters.replay import _PartitionReplay
+from dramatiq_kafka.offsets import (
+    decode_done_past,
+    decode_offsets,
+    encode_done_past,
+    encode_done_past_within,
+    encode_offsets,
+)
 
 
 @given(st.sets(st.integers(min_value=0, max_value=10_000)))
@@ -35,6 +43,15 @@ def test_interleaved_offsets_take_a_bitmap() -> None:
     assert decode_done_past(0, text) == set(offsets)
     with pytest.raises(ValueError, match="not an offset bitmap"):
         decode_done_past(0, "z:???")
+
+
+def test_commit_metadata_keeps_the_lowest_offsets_that_fit() -> None:
+    # Islands neither ranges nor a bitmap pack small: sparse offsets at random gaps.
+    offsets = sorted(random.Random(1).sample(range(1, 10**7), 5000))
+    text, listed = encode_done_past_within(0, offsets, limit=MAX_METADATA)
+    assert len(text) <= MAX_METADATA and 0 < listed < len(offsets)
+    assert decode_done_past(0, text) == set(offsets[:listed])
+    assert encode_done_past_within(0, offsets[:10]) == (encode_done_past(0, offsets[:10]), 10)
 
 
 def test_offsets_are_ranges() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dramatiq_kafka.retries import RetryPolicy, backoff_ms
+from dramatiq_kafka.retry_policy import RetryPolicy, backoff_ms
 
 
 @given(st.integers(1, 10_000), st.integers(0, 10_000), st.integers(0, 10**7))

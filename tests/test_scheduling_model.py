@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from dramatiq_kafka.outcomes import Requeue, RetryInPlace, ToDeadLetters, decide, is_failure
-from dramatiq_kafka.retries import RetryPolicy
+from dramatiq_kafka.retry_policy import RetryPolicy
 from dramatiq_kafka.scheduling import IN_FLIGHT, Job, JobState, PartitionSchedule, Scheduler
 
 PARTITIONS = (0, 1, 2)

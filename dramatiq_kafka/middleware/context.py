@@ -14,19 +14,19 @@ set again in the worker before the job runs and reset after it::
 
 See ``docs/wire-format.md`` for the headers, so that producers in other
 languages can set them.
+
+Only the middleware lives here: the ``CurrentAttributes`` holders are
+``current.py``'s, ``TraceContext`` and the W3C header checks
+``tracecontext.py``'s (both names stay importable from here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import inspect
-import re
 import threading
-import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Self
+from typing import Any, Final
 
 import dramatiq
 import orjson
@@ -34,8 +34,17 @@ from dramatiq.logging import get_logger
 from dramatiq.message import Message
 from dramatiq.middleware import SkipMessage
 
+from ..current import NO_VALUE, CurrentAttributes
 from ..errors import ConfigurationError, ContextError, ContextTooLarge
+from ..tracecontext import (
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    TraceContext,
+    valid_traceparent,
+    valid_tracestate,
+)
 from ..wire import Headers
+from .context_headers import CONTEXT_HEADER_PREFIX, Carried, MalformedTrace, default_of
 from .headers import RecordHeaders
 
 __all__ = [
@@ -53,237 +62,11 @@ __all__ = [
     "valid_tracestate",
 ]
 
-#: Every carried name ``n`` travels in the header ``dramatiq_ctx.<n>`` (a JSON value).
-CONTEXT_HEADER_PREFIX: Final = "dramatiq_ctx."
-#: The W3C Trace Context headers (raw text, as every W3C propagator writes them).
-TRACEPARENT_HEADER: Final = "traceparent"
-TRACESTATE_HEADER: Final = "tracestate"
 #: The default bound on the carried context: header names and values, in bytes.
 DEFAULT_MAX_CONTEXT_BYTES: Final = 8192
 
 
-class _Unset:
-    """The value of an attribute that was never set (or was deleted)."""
-
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-_UNSET: Final = _Unset()
-
-# -- attribute holders -------------------------------------------------------------------------------
-
-#: Names of ``CurrentAttributes`` methods, which no attribute may take.
-_RESERVED = frozenset({"values", "reset", "using"})
-#: Defaults that one context could change in place under another's feet.
-_MUTABLE_DEFAULTS = (list, dict, set, bytearray)
-
-
-class _Attribute:
-    """One attribute of a ``CurrentAttributes`` class, kept in a ContextVar."""
-
-    def __init__(self, holder: str, name: str, default: Any) -> None:
-        self.qualified_name = f"{holder}.{name}"
-        self.default = default
-        # No ContextVar default: an unset attribute must be told from one set
-        # to its default, which is carried while the unset one is not.
-        self.var: contextvars.ContextVar[Any] = contextvars.ContextVar(self.qualified_name)
-
-    def __get__(self, instance: object, owner: type | None = None) -> Any:
-        value = self.var.get(_UNSET)
-        if value is _UNSET:
-            if self.default is _UNSET:
-                raise AttributeError(f"{self.qualified_name} is not set")
-            return self.default
-        return value
-
-    def __repr__(self) -> str:
-        return f"<attribute {self.qualified_name}>"
-
-
-def _is_class_var(annotation: Any) -> bool:
-    if isinstance(annotation, str):  # ``from __future__ import annotations``
-        return re.match(r"^\s*(typing\.|t\.)?ClassVar\b", annotation) is not None
-    return annotation is ClassVar or typing.get_origin(annotation) is ClassVar
-
-
-class _CurrentAttributesMeta(type):
-    """Routes assignments and deletions of a holder's attributes to their ContextVars."""
-
-    def _attribute(cls, name: str) -> _Attribute | None:
-        attributes: dict[str, _Attribute] = cls.__dict__.get("__context_attributes__", {})
-        return attributes.get(name)
-
-    def __setattr__(cls, name: str, value: Any) -> None:
-        attribute = cls._attribute(name)
-        if attribute is not None:
-            attribute.var.set(value)
-        elif name.startswith("_") or name in cls.__dict__:
-            super().__setattr__(name, value)
-        else:
-            raise AttributeError(
-                f"{cls.__name__} has no attribute {name!r}: declare it in the class body "
-                f"({name}: str | None = None)"
-            )
-
-    def __delattr__(cls, name: str) -> None:
-        attribute = cls._attribute(name)
-        if attribute is not None:
-            attribute.var.set(_UNSET)
-        else:
-            super().__delattr__(name)
-
-
-class CurrentAttributes(metaclass=_CurrentAttributesMeta):
-    """A class whose attributes are per-request globals, like Rails' ``Current``.
-
-    Declare the attributes with annotations; read and assign them on the
-    class itself::
-
-        class Current(CurrentAttributes):
-            tenant: str | None = None
-            user_id: int | None = None
-
-        Current.tenant = "acme"
-
-    Every attribute is kept in its own :class:`contextvars.ContextVar`, so
-    a value set in one thread or asyncio task is never seen by another:
-    two requests (or two jobs) handled at once each see their own.  A
-    thread starts with every attribute unset; an asyncio task starts with
-    the values in force where it was created.  An unset attribute reads as
-    its default, and an attribute declared without a default raises
-    ``AttributeError`` until it is set.  ``del Current.tenant`` unsets it.
-
-    Registered with :class:`CurrentContext`, the attributes set when a
-    job is enqueued are set again while it runs.  Each travels under the
-    name ``<holder>.<attribute>``, where the holder's name is the class
-    name unless given: ``class Current(CurrentAttributes, name="app")``.
-
-    Holders cannot be instantiated nor subclassed, and defaults must not
-    be mutable (a list would be shared by every context).  Values are
-    stored as they are: mutating a list in place changes it wherever it
-    is seen.
-
-    Parameters:
-      name(str): The holder's name in record headers (class keyword).
-
-    Raises:
-      ConfigurationError: When the class is declared with a mutable
-        default, an attribute named like a method, or a holder base.
-    """
-
-    __context_name__: ClassVar[str] = ""
-    __context_attributes__: ClassVar[dict[str, _Attribute]] = {}
-
-    def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        for base in cls.__mro__[1:]:
-            if issubclass(base, CurrentAttributes) and base.__context_attributes__:
-                raise ConfigurationError(
-                    f"{cls.__name__} cannot subclass {base.__name__}: holders of current attributes "
-                    "are final; declare the attributes in one class"
-                )
-        holder = name or cls.__name__
-        attributes: dict[str, _Attribute] = {}
-        for attr, annotation in inspect.get_annotations(cls).items():
-            if attr.startswith("_") or _is_class_var(annotation):
-                continue
-            if attr in _RESERVED:
-                raise ConfigurationError(
-                    f"{holder}.{attr}: {attr!r} is the name of a CurrentAttributes method"
-                )
-            default = cls.__dict__.get(attr, _UNSET)
-            if isinstance(default, _MUTABLE_DEFAULTS):
-                raise ConfigurationError(
-                    f"{holder}.{attr}: a mutable default ({type(default).__name__}) would be shared by "
-                    "every context; default to None and set the value where it is needed"
-                )
-            attributes[attr] = _Attribute(holder, attr, default)
-        type.__setattr__(cls, "__context_name__", holder)
-        type.__setattr__(cls, "__context_attributes__", attributes)
-        for attr, attribute in attributes.items():
-            type.__setattr__(cls, attr, attribute)
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
-        raise TypeError(f"{cls.__name__} is not instantiated: read and set its attributes on the class")
-
-    @classmethod
-    def values(cls) -> dict[str, Any]:
-        """The attributes set in the current context, by name."""
-        found = {name: attribute.var.get(_UNSET) for name, attribute in cls.__context_attributes__.items()}
-        return {name: value for name, value in found.items() if value is not _UNSET}
-
-    @classmethod
-    def reset(cls) -> None:
-        """Unset every attribute in the current context."""
-        for attribute in cls.__context_attributes__.values():
-            attribute.var.set(_UNSET)
-
-    @classmethod
-    @contextlib.contextmanager
-    def using(cls, **values: Any) -> Iterator[None]:
-        """Set attributes for the duration of a ``with`` block, then restore
-        what was there before::
-
-            with Current.using(tenant="acme", user_id=7):
-                charge.send(42)
-
-        Raises:
-          AttributeError: When a name is not an attribute of the class.
-        """
-        unknown = sorted(set(values) - set(cls.__context_attributes__))
-        if unknown:
-            raise AttributeError(f"{cls.__name__} has no attribute(s) {', '.join(unknown)}")
-        variables = [(cls.__context_attributes__[name].var, value) for name, value in values.items()]
-        tokens = [(var, var.set(value)) for var, value in variables]
-        try:
-            yield
-        finally:
-            for var, token in reversed(tokens):
-                var.reset(token)
-
-
-class TraceContext(CurrentAttributes, name="trace"):
-    """The W3C Trace Context of the current request or job.
-
-    With ``CurrentContext(trace_context=True)`` (the default) these travel
-    in the standard ``traceparent`` and ``tracestate`` headers, which
-    OpenTelemetry and other W3C propagators read and write on Kafka
-    records.  Set them where a request comes in (from its HTTP headers);
-    a job sees the values it was sent with, and passes them on to the jobs
-    it sends.  ``tracestate`` is carried only beside a ``traceparent``.
-    """
-
-    traceparent: str | None = None
-    tracestate: str | None = None
-
-
 # -- the middleware ----------------------------------------------------------------------------------
-
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
-_TRACESTATE = re.compile(r"^[\x20-\x7e]*$")
-
-
-def valid_traceparent(value: object) -> bool:
-    """Whether ``value`` is a W3C ``traceparent`` (version 00, or a later
-    version read as 00)."""
-    if not isinstance(value, str):
-        return False
-    match = _TRACEPARENT.match(value)
-    if match is None:
-        return False
-    version, trace_id, parent_id, _, rest = match.groups()
-    return (
-        version != "ff"
-        and (version != "00" or rest is None)
-        and trace_id != "0" * 32
-        and parent_id != "0" * 16
-    )
-
-
-def valid_tracestate(value: object) -> bool:
-    """Whether ``value`` is text a ``tracestate`` header may hold."""
-    return isinstance(value, str) and _TRACESTATE.match(value) is not None
 
 
 class InvalidContext(ContextError, SkipMessage):
@@ -293,19 +76,6 @@ class InvalidContext(ContextError, SkipMessage):
     is dead-lettered with this error, rather than run without the context
     it was sent with.
     """
-
-
-@dataclass(frozen=True)
-class _Carried:
-    """One carried name: where its value lives and how it travels."""
-
-    name: str
-    header: str
-    var: contextvars.ContextVar[Any]
-    #: Set for a job whose record lacks the header; ``None``: left alone.
-    absent: tuple[Any] | None
-    #: The W3C headers travel as raw text, everything else as JSON.
-    raw: bool = False
 
 
 @dataclass
@@ -379,8 +149,8 @@ class CurrentContext(RecordHeaders):
         self.trace_context = trace_context
         self._lock = threading.Lock()
         self._registered: list[type[CurrentAttributes] | contextvars.ContextVar[Any]] = []
-        self._carried: tuple[_Carried, ...] = ()
-        self._by_header: dict[str, _Carried] = {}
+        self._carried: tuple[Carried, ...] = ()
+        self._by_header: dict[str, Carried] = {}
         # The job being run in this context (a worker thread's, or the copy
         # an async actor runs in), kept after it ended until it is acked.
         self._job: contextvars.ContextVar[_Job | None] = contextvars.ContextVar(
@@ -391,7 +161,7 @@ class CurrentContext(RecordHeaders):
         self._delayed: dict[str, Headers] = {}
         if trace_context:
             self._add(
-                _Carried(name, name, attribute.var, (_UNSET,), raw=True)
+                Carried(name, name, attribute.var, (NO_VALUE,), raw=True)
                 for name, attribute in (
                     (TRACEPARENT_HEADER, TraceContext.__context_attributes__["traceparent"]),
                     (TRACESTATE_HEADER, TraceContext.__context_attributes__["tracestate"]),
@@ -415,9 +185,7 @@ class CurrentContext(RecordHeaders):
             if any(thing is known for known in self._registered):
                 continue
             if isinstance(thing, contextvars.ContextVar):
-                self._add(
-                    [_Carried(thing.name, CONTEXT_HEADER_PREFIX + thing.name, thing, _default_of(thing))]
-                )
+                self._add([Carried(thing.name, CONTEXT_HEADER_PREFIX + thing.name, thing, default_of(thing))])
             elif isinstance(thing, type) and issubclass(thing, CurrentAttributes):
                 if thing is TraceContext:
                     raise ConfigurationError(
@@ -427,11 +195,11 @@ class CurrentContext(RecordHeaders):
                 if not thing.__context_attributes__:
                     raise ConfigurationError(f"{thing.__name__} declares no attributes to carry")
                 self._add(
-                    _Carried(
+                    Carried(
                         attribute.qualified_name,
                         CONTEXT_HEADER_PREFIX + attribute.qualified_name,
                         attribute.var,
-                        (_UNSET,),
+                        (NO_VALUE,),
                     )
                     for attribute in thing.__context_attributes__.values()
                 )
@@ -441,7 +209,7 @@ class CurrentContext(RecordHeaders):
                 )
             self._registered.append(thing)
 
-    def _add(self, carried: Iterable[_Carried]) -> None:
+    def _add(self, carried: Iterable[Carried]) -> None:
         with self._lock:
             by_header = dict(self._by_header)
             for entry in carried:
@@ -474,17 +242,14 @@ class CurrentContext(RecordHeaders):
         sizes: list[tuple[int, str]] = []
         traced = False
         for entry in self._carried:
-            value = entry.var.get(_UNSET)
+            value = entry.var.get(NO_VALUE)
             # Unset, or what the job would get anyway (a ContextVar's default).
-            if value is _UNSET or (entry.absent is not None and value is entry.absent[0]):
+            if value is NO_VALUE or (entry.absent is not None and value is entry.absent[0]):
                 continue
-            if entry.raw:
-                data = self._encode_trace(entry, value, traced)
-                if data is None:
-                    continue
-                traced = True
-            else:
-                data = _encode(entry.name, value)
+            data = entry.encode(value, traced=traced)
+            if data is None:
+                continue
+            traced = traced or entry.raw
             headers.append((entry.header, data))
             sizes.append((len(entry.header.encode()) + len(data), entry.name))
         total = sum(size for size, _ in sizes)
@@ -495,24 +260,6 @@ class CurrentContext(RecordHeaders):
                 f"(CurrentContext(max_bytes=...)); the largest: {largest}"
             )
         return headers
-
-    def _encode_trace(self, entry: _Carried, value: Any, traced: bool) -> bytes | None:
-        if value is None:
-            return None
-        if entry.name == TRACEPARENT_HEADER:
-            if not valid_traceparent(value):
-                raise ContextError(
-                    "TraceContext.traceparent is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)",
-                    "TraceContext.traceparent",
-                )
-        elif not traced:  # a tracestate without a traceparent means nothing
-            return None
-        elif not valid_tracestate(value):
-            raise ContextError(
-                "TraceContext.tracestate is not a W3C tracestate (printable ASCII text)",
-                "TraceContext.tracestate",
-            )
-        return str(value).encode("ascii")
 
     def record_headers(self, broker: dramatiq.Broker, message: Message[Any]) -> Headers:
         """The context headers of ``message``'s record.
@@ -560,22 +307,14 @@ class CurrentContext(RecordHeaders):
         for key, data in headers:
             assert isinstance(data, bytes)
             entry = self._by_header[key]
-            if not entry.raw:
-                try:
-                    values[key] = orjson.loads(data)
-                except orjson.JSONDecodeError as e:
-                    raise InvalidContext(
-                        f"Message {message.message_id}: the header {key!r} is not JSON ({e})", entry.name
-                    ) from None
-                continue
-            # W3C: a malformed trace header is ignored, never fatal.
-            text = data.decode("ascii", errors="replace")
-            if key == TRACEPARENT_HEADER and not valid_traceparent(text):
-                self.logger.warning("Message %s: ignoring a malformed traceparent.", message.message_id)
-            elif key == TRACESTATE_HEADER and not valid_tracestate(text):
-                self.logger.warning("Message %s: ignoring a malformed tracestate.", message.message_id)
-            else:
-                values[key] = text
+            try:
+                values[key] = entry.decode(data)
+            except MalformedTrace:
+                self.logger.warning("Message %s: ignoring a malformed %s.", message.message_id, key)
+            except orjson.JSONDecodeError as e:
+                raise InvalidContext(
+                    f"Message {message.message_id}: the header {key!r} is not JSON ({e})", entry.name
+                ) from None
         if TRACEPARENT_HEADER not in values:
             values.pop(TRACESTATE_HEADER, None)
         return values
@@ -658,32 +397,3 @@ class CurrentContext(RecordHeaders):
         elif self._current_job(message) is not None:
             self._end_job(self._job.get())
             self._job.set(None)
-
-
-def _default_of(var: contextvars.ContextVar[Any]) -> tuple[Any] | None:
-    """A ContextVar's default, or ``None`` when it has none."""
-    try:
-        return (contextvars.Context().run(var.get),)
-    except LookupError:
-        return None
-
-
-def _encode(name: str, value: Any) -> bytes:
-    """``value`` as JSON, when it comes back equal.
-
-    Raises:
-      ContextError: Naming ``name`` and the value's type, never the value.
-    """
-    kind = type(value).__name__
-    try:
-        data = orjson.dumps(value)
-    except TypeError as e:
-        raise ContextError(f"{name} cannot be carried: a {kind} value is not JSON ({e})", name) from None
-    back = orjson.loads(data)
-    if back != value:
-        raise ContextError(
-            f"{name} cannot be carried: a {kind} value would come back as {type(back).__name__}; "
-            "carry str, int, float, bool, None, or lists and str-keyed dicts of them",
-            name,
-        )
-    return data

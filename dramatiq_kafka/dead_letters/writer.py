@@ -1,4 +1,10 @@
-"""Dead-letter records: the original record plus where it came from and why."""
+"""Writing dead letters: the original record plus where it came from and why.
+
+The headers a dead letter gets (``headers.py`` names them), the smaller
+copy of a record too large to be written whole, and the writer the
+consumer uses.  Reading and replaying dead letters is in ``reader.py``
+and ``replay.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,20 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Message as KafkaRecord
 from dramatiq.logging import get_logger
 
-from .errors import DeliveryError
-from .producer import KafkaProducer
-from .wire import Headers, headers_of
+from ..errors import DeliveryError
+from ..producer import KafkaProducer
+from ..wire import Headers, headers_of
+from .headers import (
+    DEAD_LETTER_OMITTED,
+    ERROR_MESSAGE,
+    ERROR_TRACEBACK,
+    ERROR_TYPE,
+    SOURCE_ATTEMPTS,
+    SOURCE_CONSUMER_GROUP,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+)
 
 #: The longest traceback kept in a dead-letter header, in bytes.
 MAX_TRACEBACK_BYTES = 8192
@@ -44,23 +61,23 @@ def dead_letter_headers(
     """
     headers = headers_of(record)
     headers += [
-        ("source_topic", str(record.topic()).encode()),
-        ("source_partition", str(record.partition()).encode()),
-        ("source_offset", str(record.offset()).encode()),
-        ("source_consumer_group", group_id.encode()),
-        ("source_attempts", str(attempts).encode()),
+        (SOURCE_TOPIC, str(record.topic()).encode()),
+        (SOURCE_PARTITION, str(record.partition()).encode()),
+        (SOURCE_OFFSET, str(record.offset()).encode()),
+        (SOURCE_CONSUMER_GROUP, group_id.encode()),
+        (SOURCE_ATTEMPTS, str(attempts).encode()),
     ]
     if error is not None:
         trace = "".join(traceback.format_exception(error)).encode()
         message = str(error) if reason is None else f"{error} ({reason})"
         headers += [
-            ("error_type", type(error).__qualname__.encode()),
-            ("error_message", message.encode()[:MAX_ERROR_MESSAGE_BYTES]),
+            (ERROR_TYPE, type(error).__qualname__.encode()),
+            (ERROR_MESSAGE, message.encode()[:MAX_ERROR_MESSAGE_BYTES]),
             # Keep the end of the trace: the frame that raised is the useful part.
-            ("error_traceback", trace[-MAX_TRACEBACK_BYTES:]),
+            (ERROR_TRACEBACK, trace[-MAX_TRACEBACK_BYTES:]),
         ]
     elif reason is not None:
-        headers += [("error_type", b"Undeliverable"), ("error_message", reason.encode())]
+        headers += [(ERROR_TYPE, b"Undeliverable"), (ERROR_MESSAGE, reason.encode())]
     return headers
 
 
@@ -93,7 +110,7 @@ def without_large_parts(record: KafkaRecord, headers: Headers, why: str) -> tupl
         f": the whole record was refused ({why}); the original stays at "
         f"{record.topic()}/{record.partition()}@{record.offset()} until the topic's retention deletes it"
     )
-    return key, [*kept, ("dead_letter_omitted", summary.encode())]
+    return key, [*kept, (DEAD_LETTER_OMITTED, summary.encode())]
 
 
 def _size_error(error: object) -> bool:

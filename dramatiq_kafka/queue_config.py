@@ -1,4 +1,10 @@
-"""Per-queue settings: the topic layout and where dead letters go."""
+"""Per-queue settings: the topic layout and where dead letters go.
+
+``QueueConfig`` and ``DeadLetter``, and the checks of the broker's own
+settings, all at construction.  The options of actors and messages (and
+the levels they merge from) are ``options.py``'s; the topics' names are
+``topics.py``'s.
+"""
 
 from __future__ import annotations
 

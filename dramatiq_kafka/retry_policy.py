@@ -1,4 +1,9 @@
-"""How long a paused partition waits before its failed job runs again."""
+"""``RetryPolicy``: how often a failed job runs again, and how long its partition waits.
+
+The budget and the backoff only; which outcome a failure has is
+``outcomes.py``'s, and the middleware that reads the retry options of
+actors and messages is ``middleware/retries.py``.
+"""
 
 from __future__ import annotations
 
