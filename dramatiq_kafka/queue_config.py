@@ -276,3 +276,29 @@ def check_broker_settings(settings: Mapping[str, Any]) -> None:
             for name in value:
                 if not isinstance(name, str):
                     raise ConfigurationError(f"KafkaBroker({key}): the setting name {name!r} is not a string")
+    _check_group_protocol(settings)
+
+
+#: Settings of the classic group protocol that librdkafka refuses with KIP-848's, where the
+#: broker sets them: it does so only when a worker creates its consumer.
+CLASSIC_ONLY_SETTINGS = {
+    "session.timeout.ms": "the broker sets it (group.consumer.session.timeout.ms, or the group's "
+    "consumer.session.timeout.ms)",
+    "heartbeat.interval.ms": "the broker sets it (group.consumer.heartbeat.interval.ms, or the "
+    "group's consumer.heartbeat.interval.ms)",
+    "partition.assignment.strategy": "the broker assigns; choose its assignor with group.remote.assignor",
+    "group.protocol.type": "it belongs to the classic protocol",
+}
+
+
+def _check_group_protocol(settings: Mapping[str, Any]) -> None:
+    merged = {**(settings.get("config") or {}), **(settings.get("consumer_config") or {})}
+    if merged.get("group.protocol") != "consumer":
+        return
+    for where in ("config", "consumer_config"):
+        for name in settings.get(where) or {}:
+            if name in CLASSIC_ONLY_SETTINGS:
+                raise ConfigurationError(
+                    f"KafkaBroker({where}): {name!r} does not apply with group.protocol='consumer': "
+                    f"{CLASSIC_ONLY_SETTINGS[name]}. Remove it."
+                )

@@ -133,3 +133,25 @@ def test_client_specific_settings_in_config_raise_no_confwarn(
     assert broker.producer.config["linger.ms"] == 2
     assert "linger.ms" not in broker.consumer_config
     assert broker.producer.config["client.id"] == broker.consumer_config["client.id"] == "mine"
+
+
+@pytest.mark.parametrize("where", ["config", "consumer_config"])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("session.timeout.ms", 12_000),
+        ("heartbeat.interval.ms", 1_000),
+        ("partition.assignment.strategy", "range"),
+    ],
+)
+def test_a_classic_only_setting_with_kip_848_fails_at_construction(
+    where: str, name: str, value: object
+) -> None:
+    # librdkafka refuses these only when a worker creates its consumer, long after the
+    # broker was declared.
+    settings = {"group.protocol": "consumer", name: value}
+    with pytest.raises(ConfigurationError) as error:
+        KafkaBroker(**{where: settings})  # type: ignore[arg-type]
+    assert str(error.value).startswith(
+        f"KafkaBroker({where}): {name!r} does not apply with group.protocol='consumer'"
+    )
