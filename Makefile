@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup kafka demo dashboard test unit lint dramatiq-suite floor bench faults reliability clean
+.PHONY: setup kafka demo dashboard test unit lint dramatiq-suite floor bench faults soak reliability clean
 
 setup: $(VENV)/.installed
 
@@ -55,8 +55,15 @@ FAULT_JOBS ?= 20000
 FROZEN_NODE_RUNS ?= 6
 # Hypothesis examples of the decoder fuzz (5 in make test).
 FUZZ_EXAMPLES ?= 50
+# The soak's seconds of load (40 in make test); make faults runs it too.
+SOAK_SECONDS ?= 1800
 faults: setup kafka
-	FAULT_JOBS=$(FAULT_JOBS) FROZEN_NODE_RUNS=$(FROZEN_NODE_RUNS) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest integration -m faults
+	FAULT_JOBS=$(FAULT_JOBS) FROZEN_NODE_RUNS=$(FROZEN_NODE_RUNS) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest integration -m faults
+	$(PY) integration/report.py
+
+# Only the soak (30 minutes of load by default), then docs/reliability.md and docs/soak.png.
+soak: setup kafka
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest integration/test_soak.py
 	$(PY) integration/report.py
 
 reliability: setup

@@ -23,6 +23,7 @@ import os
 import time
 
 import dramatiq
+from dramatiq.common import current_millis
 from dramatiq.middleware import CurrentMessage
 
 from dramatiq_kafka import KafkaBroker, QueueConfig, revoked
@@ -91,9 +92,10 @@ def patient(job_id: int, seconds: float) -> None:
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
-def timed(job_id: int, due: float) -> None:
-    """A delayed job: tells whether it started before it was due."""
-    ledger_write(f"{'early' if time.time() < due else 'done'} {job_id} {where()}")
+def timed(job_id: int, due: int) -> None:
+    """A delayed job: tells whether it started before it was due (epoch ms: a
+    message's ``eta`` is ``current_millis()`` at the send plus the delay)."""
+    ledger_write(f"{'early' if current_millis() < due else 'done'} {job_id} {where()}")
 
 
 @dramatiq.actor(queue_name=QUEUE)

@@ -93,9 +93,17 @@ class Result:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def record(result: Result) -> None:
+def record(
+    result: Result, *, size: int | None = None, size_name: str = JOBS_ENV, default_size: int = 5000
+) -> None:
     """Keep a scenario's figures for the report: one file per scenario and
-    ``$FAULT_JOBS``, so the default and the full-size run sit side by side."""
+    size, so the default and the full-size run sit side by side.
+
+    Parameters:
+      size: The run's size (``$FAULT_JOBS`` unless given).
+      size_name: The variable that sets it, which the report names.
+      default_size: Its value in ``make test``.
+    """
     directory = results_dir()
     directory.mkdir(parents=True, exist_ok=True)
     data = asdict(result)
@@ -105,8 +113,9 @@ def record(result: Result) -> None:
     data["machine"] = (
         f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
     )
-    data["size"] = fault_jobs()
-    name = f"{result.scenario}-{fault_jobs()}.json"
+    data["size"] = fault_jobs() if size is None else size
+    data["size_name"], data["default_size"] = size_name, default_size
+    name = f"{result.scenario}-{data['size']}.json"
     (directory / name).write_text(json.dumps(data, indent=2) + "\n")
     print(f"\n{result.scenario}: {json.dumps(data['count'])}, recovery {result.recovery_seconds}")
 

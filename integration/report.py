@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The soak's scenario, whose samples are plotted.
+SOAK = "12-soak"
 
 HEADER = """\
 # Reliability under faults
@@ -108,7 +111,9 @@ def seconds(value: float | None, bound: float | None = None) -> str:
 
 def label(run: dict[str, Any]) -> str:
     """Which run: the default size is ``make test``'s."""
-    return "make test" if run["size"] == 5000 else f"FAULT_JOBS={run['size']}"
+    if run["size"] == run.get("default_size", 5000):
+        return "make test"
+    return f"{run.get('size_name', 'FAULT_JOBS')}={run['size']}"
 
 
 def section(runs: list[dict[str, Any]]) -> str:
@@ -137,18 +142,60 @@ def section(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(results: list[dict[str, Any]]) -> str:
+def kept_sections(previous: str) -> dict[int, str]:
+    """The scenario sections of the file as it was, by number."""
+    sections = {}
+    for part in re.split(r"(?m)^(?=## )", previous):
+        heading = re.match(r"## (\d+)\. ", part)
+        if heading:
+            sections[int(heading.group(1))] = part.rstrip("\n") + "\n"
+    return sections
+
+
+def render(results: list[dict[str, Any]], previous: str = "") -> str:
+    """The file: a section per scenario from ``results``; a scenario with no
+    results here keeps its section from ``previous`` (the file as it was)."""
+    by_number: dict[int, str] = kept_sections(previous)
     by_scenario: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         by_scenario.setdefault(result["scenario"], []).append(result)
+    for scenario, runs in by_scenario.items():
+        by_number[int(scenario.partition("-")[0])] = section(runs)
     parts = [HEADER]
-    if not by_scenario:
+    if not by_number:
         parts.append("No results recorded yet: run `make faults`.\n")
-    # By number: scenario 10 after 9.
-    ordered = sorted(by_scenario.items(), key=lambda item: (int(item[0].partition("-")[0]), item[0]))
-    parts += [section(runs) for _, runs in ordered]
+    parts += [text for _, text in sorted(by_number.items())]  # scenario 10 after 9
     parts.append(FOOTER)
     return "\n".join(parts)
+
+
+def plot_soak(results: list[dict[str, Any]], output: Path) -> bool:
+    """Draw the longest soak's samples (RSS, threads, descriptors per worker process)."""
+    soaks = [run for run in results if run["scenario"] == SOAK and run.get("extra", {}).get("samples")]
+    if not soaks:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = max(soaks, key=lambda run: run["size"])
+    samples = run["extra"]["samples"]
+    figure, axes = plt.subplots(3, 1, sharex=True, figsize=(9, 7))
+    for worker in sorted({sample["worker"] for sample in samples}):
+        mine = [sample for sample in samples if sample["worker"] == worker]
+        for axis, name in zip(axes, ("rss_mib", "threads", "fds"), strict=True):
+            axis.plot([sample["at"] for sample in mine], [sample[name] for sample in mine], linewidth=1)
+    for axis, label in zip(axes, ("RSS (MiB)", "threads", "open descriptors"), strict=True):
+        axis.set_ylabel(label)
+        axis.set_ylim(bottom=0)
+        axis.grid(alpha=0.3)
+    axes[-1].set_xlabel("seconds of load (one line per worker process; each restart starts a new one)")
+    figure.suptitle(f"Soak, {run['size_name']}={run['size']}: worker processes ({run['recorded_at']})")
+    figure.tight_layout()
+    figure.savefig(output, dpi=80)
+    plt.close(figure)
+    return True
 
 
 def main(argv: list[str]) -> int:
@@ -159,7 +206,9 @@ def main(argv: list[str]) -> int:
     )
     output = Path(argv[2]) if len(argv) > 2 else ROOT / "docs" / "reliability.md"
     results = load(directory)
-    output.write_text(render(results))
+    output.write_text(render(results, output.read_text() if output.exists() else ""))
+    if plot_soak(results, output.with_name("soak.png")):
+        print(f"wrote {output.with_name('soak.png')}")
     lost = sum(r["count"]["lost"] for r in results)
     print(f"wrote {output} from {len(results)} run(s) in {directory}; lost jobs: {lost}")
     return 1 if lost else 0

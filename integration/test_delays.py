@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 
 import pytest
+from dramatiq.common import current_millis
 
 from integration.conftest import App
 from integration.workers import ledger
@@ -21,7 +21,7 @@ def test_delayed_jobs_held_by_a_killed_worker_all_run_once_due(make_app: Callabl
     rng = random.Random(7)
     for job_id in range(jobs):
         delay = rng.randint(500, 4000)
-        app.timed.send_with_options(args=(job_id, time.time() + delay / 1000), delay=delay)
+        app.timed.send_with_options(args=(job_id, current_millis() + delay), delay=delay)
     app.broker.flush_producer()
     worker = app.start_worker()
     wait_for(lambda: len(ledger(app.ledger_dir)) >= 30, timeout=60)
