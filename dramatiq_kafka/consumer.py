@@ -29,6 +29,7 @@ from dramatiq.message import Message
 from .dead_letters import DeadLetterWriter
 from .events import EVENTS
 from .group import BUSY_POLL_SLICE, POLL_SLICE, GroupMember
+from .offsets import PartitionProgress, decode_progress, encode_progress
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer
 from .retry_policy import RetryPolicy
@@ -38,6 +39,8 @@ from .wire import decode_message
 
 #: Decides how a failed message is retried.
 RetryPolicyFor = Callable[[MessageProxy], RetryPolicy]
+#: Seconds an assignment waits for the progress its partitions' earlier owners committed.
+PROGRESS_TIMEOUT = 10.0
 
 
 class KafkaConsumer(JobSettling, Consumer):
@@ -230,12 +233,13 @@ class KafkaConsumer(JobSettling, Consumer):
 
     def assigned(self, partitions: list[int]) -> None:
         """The group gave this consumer ``partitions`` (maybe none) in a new generation."""
+        carried = self._progress_earlier(partitions) if partitions else {}
         with self._lock:
             for partition in partitions:
                 # Its pause state is unknown to this assignment: the next
                 # brake pass tells librdkafka, which keeps a pause across
                 # revocations, what this partition wants.
-                self._scheduler.assign(partition)
+                self._scheduler.assign(partition, carried.get(partition))
             holding = len(self._partitions)
         if partitions:
             self.logger.info("Assigned partitions %s of %r.", partitions, self.topic)
@@ -247,6 +251,36 @@ class KafkaConsumer(JobSettling, Consumer):
                 self.topic,
             )
         self._told_idle = not holding
+
+    def _progress_earlier(self, partitions: list[int]) -> dict[int, PartitionProgress]:
+        """What the partitions' earlier owners committed past their committed offsets."""
+        try:
+            committed = self.member.committed(self._tps(partitions), timeout=PROGRESS_TIMEOUT)
+        except KafkaException as e:
+            self.logger.warning(
+                "Could not read the progress committed for partitions %s of %r (%s): the jobs "
+                "finished past their committed offsets run again.",
+                partitions,
+                self.topic,
+                e.args[0],
+            )
+            return {}
+        carried = {}
+        for tp in committed:
+            if tp.error is not None or tp.offset < 0:
+                continue
+            try:
+                carried[tp.partition] = decode_progress(tp.offset, tp.metadata)
+            except ValueError as e:
+                self.logger.warning(
+                    "The progress committed for %s/%d is unreadable (%s): its jobs finished past "
+                    "offset %d run again.",
+                    self.topic,
+                    tp.partition,
+                    e,
+                    tp.offset,
+                )
+        return carried
 
     def revoking(self, partitions: list[int]) -> list[PartitionSchedule]:
         """The group takes ``partitions`` back: start no job of theirs; returns their
@@ -288,25 +322,28 @@ class KafkaConsumer(JobSettling, Consumer):
 
     def committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """Kafka's answer to a commit of this consumer's ``partitions``."""
-        if error is not None:
-            return
         with self._lock:
             for tp in partitions:
-                if tp.error is None:
+                if error is None and tp.error is None:
                     self._scheduler.committed(tp.partition, tp.offset)
+                elif (state := self._partitions.get(tp.partition)) is not None:
+                    state.last_progress = None  # commit it again
 
-    def commit_positions(self, partitions: Iterable[int] | None = None) -> list[TopicPartition]:
-        """What to commit now for ``partitions`` (all of them by default)."""
+    def commit_positions(
+        self, partitions: Iterable[int] | None = None, *, final: bool = False
+    ) -> list[TopicPartition]:
+        """What to commit now for ``partitions`` (all of them by default): their
+        progress where it changed since it was last sent, or, for the ``final``
+        commit before they leave, in any case (an earlier commit may yet fail)."""
         with self._lock:
             wanted = self._partitions.keys() if partitions is None else set(partitions)
-            states = [self._partitions.get(partition) for partition in wanted]
-            positions = [self._commit_position(state) for state in states if state is not None]
-        return [position for position in positions if position is not None]
-
-    def _commit_position(self, state: PartitionSchedule) -> TopicPartition | None:
-        """What to commit for ``state`` now, if anything (under the lock)."""
-        watermark = state.offsets.commit_candidate()
-        return None if watermark is None else TopicPartition(self.topic, state.partition, watermark)
+            states = [state for p in wanted if (state := self._partitions.get(p)) is not None]
+            progress = [(s.partition, s.progress() if final else s.progress_to_commit()) for s in states]
+        return [
+            TopicPartition(self.topic, partition, p.offset, metadata=encode_progress(p))
+            for partition, p in progress
+            if p is not None
+        ]
 
     def commit_when_due(self, now: float) -> list[TopicPartition]:
         """What to commit now, when the interval is up or enough jobs finished."""
@@ -377,6 +414,8 @@ class KafkaConsumer(JobSettling, Consumer):
             record = job.record
             try:
                 message = decode_message(record.value(), self.queue_name)
+                if job.failures:  # failed runs under an earlier owner of the partition
+                    message.options["retries"] = job.failures
                 refusal = self.refuse(message)
                 if refusal is not None:
                     raise DecodeError(refusal, record.value(), None)

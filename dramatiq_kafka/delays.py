@@ -19,7 +19,7 @@ import time
 from bisect import bisect_left
 from typing import Any, NamedTuple
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka import Message as KafkaRecord
 from dramatiq.broker import MessageProxy
 from dramatiq.common import current_millis, q_name
@@ -28,7 +28,6 @@ from dramatiq.message import Message
 
 from .consumer import KafkaConsumer
 from .errors import DeliveryError
-from .offsets import decode_done_past, encode_done_past
 from .scheduling import PartitionSchedule
 from .wire import decode_message, encode_message, headers_of
 
@@ -38,10 +37,6 @@ TIER_BOUNDS = (1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000, 21_600_000, 86
 TIERS = len(TIER_BOUNDS) + 1
 #: Seconds before a release that Kafka refused is tried again.
 RELEASE_RETRY = 1.0
-#: Marks the commit metadata that lists the records moved past the committed offset.
-MOVED_PREFIX = "dramatiq-kafka-moved:"
-#: The longest such metadata (Kafka's ``offset.metadata.max.bytes`` is 4096).
-MAX_METADATA = 3500
 
 _spread = itertools.count()
 
@@ -81,17 +76,12 @@ class DelayPartition(PartitionSchedule):
     Attributes:
       held: Delayed records waiting until they are due, a heap by ``eta``.
       releasing: Due records sent to their queue and not yet acknowledged.
-      moved: Offsets past the committed one that an earlier owner already
-        moved to the queue, read from the commit metadata (``None`` until read).
-      last_commit: The position and metadata last committed.
     """
 
     def __init__(self, partition: int, **options: Any) -> None:
         super().__init__(partition, **options)
         self.held: list[HeldRecord] = []
         self.releasing = 0
-        self.moved: set[int] | None = None
-        self.last_commit: tuple[int, str] | None = None
 
     def wants_pause(self) -> bool:
         # Releases not yet acknowledged count too: a slow Kafka must not let
@@ -108,7 +98,8 @@ class DelayConsumer(KafkaConsumer):
     and headers (the carried context among them); its value loses ``eta``.
 
     A long delay holds back the commit of its partition, so the records
-    moved since it was written are listed in the commit's metadata: the
+    moved since it was written are listed in the commit's metadata (as the
+    jobs finished behind a waiting one are by :class:`KafkaConsumer`): the
     next owner (after a restart or a rebalance) skips them instead of
     moving them again.
 
@@ -160,42 +151,6 @@ class DelayConsumer(KafkaConsumer):
             state = self._delay_partition(partition)
             return state is not None and len(state.held) + state.releasing >= self.delay_buffer
 
-    def _commit_position(self, state: PartitionSchedule) -> TopicPartition | None:
-        assert isinstance(state, DelayPartition)
-        position = state.offsets.position()
-        if position is None:
-            return None
-        offset, moved = position
-        metadata = encode_done_past(offset, moved)
-        while len(metadata) > MAX_METADATA:  # keep the oldest: they are read first
-            moved = moved[: len(moved) // 2]
-            metadata = encode_done_past(offset, moved)
-        if state.last_commit == (offset, metadata):
-            return None
-        state.last_commit = (offset, metadata)
-        return TopicPartition(self.topic, state.partition, offset, metadata=MOVED_PREFIX + metadata)
-
-    def committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        if error is not None:
-            with self._lock:
-                for state in self._partitions.values():
-                    if isinstance(state, DelayPartition):
-                        state.last_commit = None  # commit it again
-        super().committed(error, partitions)
-
-    def _moved_earlier(self, partition: int) -> set[int]:
-        """The offsets an earlier owner moved past the committed one."""
-        try:
-            [committed] = self.member.committed([TopicPartition(self.topic, partition)], timeout=10)
-            metadata = committed.metadata or ""
-            if committed.offset < 0 or not metadata.startswith(MOVED_PREFIX):
-                return set()
-            return decode_done_past(committed.offset, metadata[len(MOVED_PREFIX) :])
-        except (KafkaException, ValueError) as e:
-            # Not fatal: those records are moved again (at least once).
-            self.logger.warning("Could not read what %s/%d moved already: %s", self.topic, partition, e)
-            return set()
-
     def _delay_partition(self, partition: int) -> DelayPartition | None:
         state = self._partitions.get(partition)
         return state if isinstance(state, DelayPartition) and not state.revoked else None
@@ -204,20 +159,7 @@ class DelayConsumer(KafkaConsumer):
         offset, partition = record.offset() or 0, record.partition() or 0
         with self._lock:
             state = self._delay_partition(partition)
-            needs_moved = state is not None and state.moved is None
-        if needs_moved:
-            moved = self._moved_earlier(partition)
-            with self._lock:
-                if state is not None:
-                    state.moved = moved
-        with self._lock:
-            state = self._delay_partition(partition)
-            if state is None:
-                return
-            if state.moved and offset in state.moved:
-                state.moved.discard(offset)
-                state.offsets.track(offset)
-                self._finish_offset(state, offset)
+            if state is None or state.finished_earlier(offset):  # moved by an earlier owner
                 return
         try:
             message = decode_message(record.value(), self.queue_name)
@@ -232,7 +174,8 @@ class DelayConsumer(KafkaConsumer):
             key = record.key()
             with self._lock:
                 job = state.adopt(offset, key if isinstance(key, bytes) else None, record)
-            self._dead_letter(job, message_id="", attempts=0, reason=str(e))
+            if job is not None:
+                self._dead_letter(job, message_id="", attempts=0, reason=str(e))
             return
         eta = message.options.get("eta")
         if isinstance(eta, bool) or not isinstance(eta, (int, float)):

@@ -170,7 +170,7 @@ class GroupMember:
                 self._client = self._thread = None
         if client is None:
             return
-        offsets = consumer.commit_positions()
+        offsets = consumer.commit_positions(final=True)
         if last:
             # The member's thread ends with its client: this thread has it to itself now.
             if thread is not None and thread is not threading.current_thread():
@@ -463,7 +463,9 @@ class GroupMember:
         deadline = time.monotonic() + max(consumer.revoke_grace for consumer, _, _ in revoking)
         for consumer, _, states in revoking:
             consumer.wait_settled(states, deadline)
-        offsets = [tp for consumer, numbers, _ in revoking for tp in consumer.commit_positions(numbers)]
+        offsets = [
+            tp for consumer, numbers, _ in revoking for tp in consumer.commit_positions(numbers, final=True)
+        ]
         try:
             self.commit(offsets, asynchronous=False)
         except KafkaException as e:

@@ -20,6 +20,7 @@ import threading
 import zlib
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 
 class PartitionOffsets:
@@ -200,3 +201,67 @@ def decode_done_past(committed: int, text: str) -> set[int]:
         for bit in range(8)
         if byte >> bit & 1
     }
+
+
+# -- a partition's progress, for its next owner -----------------------------------------------------
+
+#: Marks commit metadata written by :func:`encode_progress`.
+PROGRESS_PREFIX = "dramatiq-kafka-done:"
+#: The metadata of earlier versions' delay consumers (records moved), still read.
+MOVED_PREFIX = "dramatiq-kafka-moved:"
+
+
+@dataclass(frozen=True)
+class PartitionProgress:
+    """Where a partition stands, committed for whoever owns it next.
+
+    Attributes:
+      offset: The first unfinished offset (Kafka's committed offset).
+      done: Offsets past it that are finished (jobs that succeeded behind one
+        still waiting, delayed records moved), sorted: the next owner skips them.
+      failures: The failed runs of unfinished jobs past it, by offset: the next
+        owner carries on with their retry counts instead of starting again.
+    """
+
+    offset: int
+    done: tuple[int, ...] = ()
+    failures: dict[int, int] = field(default_factory=dict)
+
+
+def encode_progress(progress: PartitionProgress, limit: int = MAX_METADATA) -> str:
+    """Commit metadata for ``progress``: ``dramatiq-kafka-done:<done>[;f=<offset>:<n>,...]``,
+    at most ``limit`` characters; what does not fit is left out, the highest offsets first
+    (their jobs then run again, or start their retries afresh: at least once)."""
+    failures = ""
+    for offset, count in sorted(progress.failures.items()):  # a quarter of the room at most
+        longer = f"{failures},{offset}:{count}" if failures else f"{offset}:{count}"
+        if len(longer) > limit // 4:
+            break
+        failures = longer
+    room = limit - len(PROGRESS_PREFIX) - (len(failures) + 3 if failures else 0)
+    done, _ = encode_done_past_within(progress.offset, progress.done, room)
+    return PROGRESS_PREFIX + done + (f";f={failures}" if failures else "")
+
+
+def decode_progress(offset: int, metadata: str | None) -> PartitionProgress:
+    """The progress committed with ``offset`` and its ``metadata``; metadata of
+    other writers says nothing (an empty progress).
+
+    Raises:
+      ValueError: When the metadata is this library's but malformed.
+    """
+    metadata = metadata or ""
+    if metadata.startswith(MOVED_PREFIX):
+        return PartitionProgress(
+            offset, tuple(sorted(decode_done_past(offset, metadata[len(MOVED_PREFIX) :])))
+        )
+    if not metadata.startswith(PROGRESS_PREFIX):
+        return PartitionProgress(offset)
+    done, _, failures = metadata[len(PROGRESS_PREFIX) :].partition(";f=")
+    counts = {}
+    for part in filter(None, failures.split(",")):
+        match = re.fullmatch(r"(\d+):(\d+)", part)
+        if match is None:
+            raise ValueError(f"not a failure count: {part!r}")
+        counts[int(match[1])] = int(match[2])
+    return PartitionProgress(offset, tuple(sorted(decode_done_past(offset, done))), counts)

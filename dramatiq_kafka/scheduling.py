@@ -39,7 +39,7 @@ import enum
 from collections import Counter, deque
 from typing import Any
 
-from .offsets import PartitionOffsets
+from .offsets import PartitionOffsets, PartitionProgress
 
 
 class JobState(enum.Enum):
@@ -118,6 +118,8 @@ class PartitionSchedule:
       partition(int): The partition number.
       ordered(bool): Run one job at a time.
       buffer_limit(int): Buffered records past which fetching is paused.
+      carried(PartitionProgress): What its previous owner committed past the
+        committed offset: finished records are skipped, retry counts kept.
 
     Attributes:
       buffer: Records fetched and not yet started, in offset order.
@@ -134,9 +136,20 @@ class PartitionSchedule:
         is over and the partition forgotten.
       paused: Whether Kafka's fetching is paused for it; ``None`` until this
         assignment told librdkafka (which keeps a pause across assignments).
+      done_earlier: Offsets not fetched yet that an earlier owner finished.
+      failures_carried: Failed runs of records not started, by offset (an earlier
+        owner's, or of jobs handed back), for the next owner.
+      last_progress: The progress last sent to be committed.
     """
 
-    def __init__(self, partition: int, *, ordered: bool = False, buffer_limit: int = 1000) -> None:
+    def __init__(
+        self,
+        partition: int,
+        *,
+        ordered: bool = False,
+        buffer_limit: int = 1000,
+        carried: PartitionProgress | None = None,
+    ) -> None:
         self.partition = partition
         self.ordered = ordered
         self.buffer_limit = buffer_limit
@@ -154,6 +167,9 @@ class PartitionSchedule:
         self.revoked = False
         self.owned = True
         self.paused: bool | None = None
+        self.done_earlier: set[int] = set(carried.done) if carried else set()
+        self.failures_carried: dict[int, int] = dict(carried.failures) if carried else {}
+        self.last_progress: PartitionProgress | None = None
 
     # -- what the partition may do --------------------------------------------------------------------
 
@@ -223,22 +239,59 @@ class PartitionSchedule:
             return None
         return min((job.due for job in self.jobs.values() if job.due is not None), default=None)
 
+    def progress(self) -> PartitionProgress | None:
+        """What to commit for the partition's next owner; ``None`` before
+        anything was fetched (the earlier owner's commit still stands)."""
+        position = self.offsets.position()
+        if position is None:
+            return None
+        offset, done = position
+        failures = {o: count for o, count in self.failures_carried.items() if o >= offset}
+        failures.update((job.offset, job.failures) for job in self.jobs.values() if job.failures)
+        # Finished earlier and not fetched again yet: above everything fetched.
+        later = sorted(o for o in self.done_earlier if o >= offset)
+        return PartitionProgress(offset, tuple(done + later), failures)
+
+    def progress_to_commit(self) -> PartitionProgress | None:
+        """:meth:`progress` when it changed since it was last sent, taken as sent."""
+        progress = self.progress()
+        if progress is None or progress == self.last_progress:
+            return None
+        self.last_progress = progress
+        return progress
+
     def jobs_in(self, *states: JobState) -> list[Job]:
         """The started jobs in one of ``states``."""
         return [job for job in self.jobs.values() if job.state in states]
 
     # -- transitions (the Scheduler checks that a job is current first) -------------------------------
 
-    def fetched(self, offset: int, key: bytes | None, record: Any) -> Job:
+    def finished_earlier(self, offset: int) -> bool:
+        """Whether an earlier owner finished the record fetched at ``offset``;
+        if so it is tracked as finished here."""
+        if offset not in self.done_earlier:
+            return False
+        self.done_earlier.discard(offset)
+        self.offsets.track(offset)
+        self.offsets.mark_done(offset)
+        return True
+
+    def fetched(self, offset: int, key: bytes | None, record: Any) -> Job | None:
+        """The record fetched at ``offset``, buffered as a job; ``None`` when an
+        earlier owner finished it."""
+        if self.finished_earlier(offset):
+            return None
         self.offsets.track(offset)
         job = Job(self, offset, key, record)
+        job.failures = self.failures_carried.get(offset, 0)
         self.buffer.append(job)
         return job
 
-    def adopt(self, offset: int, key: bytes | None, record: Any) -> Job:
+    def adopt(self, offset: int, key: bytes | None, record: Any) -> Job | None:
         """A record taken outside the buffer (by the delay consumer), as a job in flight."""
         job = self.fetched(offset, key, record)
-        self.start(job)
+        if job is not None:
+            self.start(job)
         return job
 
     def start(self, job: Job) -> None:
@@ -278,6 +331,9 @@ class PartitionSchedule:
         job.state = state
         if state is JobState.FINISHED:
             self.offsets.mark_done(job.offset)
+            self.failures_carried.pop(job.offset, None)
+        elif state is JobState.HANDED_BACK and job.failures:
+            self.failures_carried[job.offset] = job.failures
         if state in (JobState.FINISHED, JobState.HANDED_BACK):
             # Nothing of a job outlives it: the watermark keeps what commits need.
             self.jobs.pop(job.offset, None)
@@ -318,8 +374,11 @@ class Scheduler:
 
     # -- assignment ---------------------------------------------------------------------------------
 
-    def assign(self, partition: int) -> PartitionSchedule:
-        schedule = self.schedule_type(partition, ordered=self.ordered, buffer_limit=self.buffer_limit)
+    def assign(self, partition: int, carried: PartitionProgress | None = None) -> PartitionSchedule:
+        """A partition of a new assignment, with what its previous owner committed."""
+        schedule = self.schedule_type(
+            partition, ordered=self.ordered, buffer_limit=self.buffer_limit, carried=carried
+        )
         schedule.all_in_flight = self._in_flight
         self.partitions[partition] = schedule
         return schedule
@@ -506,13 +565,13 @@ class Scheduler:
                 (pause if wanted else resume).append(schedule.partition)
         return pause, resume
 
-    def commit_positions(self) -> dict[int, int]:
-        """Per partition, the watermark when it is ahead of the last commit."""
+    def commit_positions(self) -> dict[int, PartitionProgress]:
+        """Per partition, its progress when it changed since it was last sent."""
         positions = {}
         for partition, schedule in self.partitions.items():
-            watermark = schedule.offsets.commit_candidate()
-            if watermark is not None:
-                positions[partition] = watermark
+            progress = schedule.progress_to_commit()
+            if progress is not None:
+                positions[partition] = progress
         return positions
 
     def committed(self, partition: int, offset: int) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: What the scenarios' faults would cost with Dramatiq's own brokers (prose, not figures).
+COMPARED = Path(__file__).with_name("reliability-compared.md")
 #: The soak's scenario, whose samples are plotted.
 SOAK = "12-soak"
 
@@ -83,14 +85,6 @@ FOOTER = """\
   `docs/security.md`).
 - **`join()` failed right after a broker start** with `NOT_COORDINATOR` while the group
   coordinator loaded; it now asks again until its timeout.
-- **With Dramatiq's own brokers** (from their documented behaviour, not measured here): a worker
-  frozen past its heartbeat is, with RabbitMQ, disconnected by the server, which redelivers its
-  unacknowledged messages (up to its prefetch) to the other workers; its acks after waking fail on
-  the closed channel, so the bound is the same kind as scenario 9's. With Redis, a frozen worker's
-  unacknowledged messages are requeued by another worker only after `heartbeat_timeout` (60 s by
-  default), and nothing stops the woken worker from acking them too. A frozen server (scenario 8)
-  stops both brokers' enqueues and deliveries until it answers; neither has a consumer group to
-  rejoin.
 - Recovery after a worker's `kill -9`, and after a restart of the only node, is bounded by the
   consumer's `session.timeout.ms` (45 s by default): the group waits for the dead member's
   session to expire before it hands its partitions on. The runs use 6-10 s; with the default,
@@ -165,6 +159,7 @@ def render(results: list[dict[str, Any]], previous: str = "") -> str:
     if not by_number:
         parts.append("No results recorded yet: run `make faults`.\n")
     parts += [text for _, text in sorted(by_number.items())]  # scenario 10 after 9
+    parts.append(COMPARED.read_text())
     parts.append(FOOTER)
     return "\n".join(parts)
 

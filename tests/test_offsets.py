@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dramatiq_kafka.offsets import PartitionOffsets
+from dramatiq_kafka.offsets import (
+    MAX_METADATA,
+    PartitionOffsets,
+    PartitionProgress,
+    decode_progress,
+    encode_progress,
+)
 
 
 @st.composite
@@ -116,3 +123,37 @@ def test_position_is_the_first_unfinished_offset_and_the_finished_past_it(
         assert position == (unfinished[0], sorted(o for o in done if o > unfinished[0]))
     else:
         assert position == (fetched[-1] + 1, [])
+
+
+@given(
+    st.integers(0, 10**12),
+    st.lists(st.integers(1, 5000), unique=True, max_size=300),
+    st.dictionaries(st.integers(0, 5000), st.integers(1, 50), max_size=30),
+)
+def test_progress_in_commit_metadata_reads_back_within_kafkas_bound(
+    offset: int, done_past: list[int], failures: dict[int, int]
+) -> None:
+    progress = PartitionProgress(
+        offset, tuple(sorted(offset + d for d in done_past)), {offset + o: n for o, n in failures.items()}
+    )
+    text = encode_progress(progress)
+    assert len(text) <= MAX_METADATA
+    read = decode_progress(offset, text)
+    assert read == progress
+
+
+def test_progress_too_long_for_the_metadata_keeps_its_lowest_offsets() -> None:
+    done = tuple(sorted(random.Random(3).sample(range(10, 40_000), 15_000)))  # incompressible
+    failures = {o: 1 for o in range(1, 5000, 7)}
+    read = decode_progress(0, encode_progress(PartitionProgress(0, done, failures), limit=600))
+    assert 0 < len(read.done) < len(done) and read.done == done[: len(read.done)]
+    assert 0 < len(read.failures) < len(failures) and min(read.failures) == 1
+
+
+def test_progress_of_other_writers_and_earlier_versions() -> None:
+    assert decode_progress(7, None) == PartitionProgress(7)
+    assert decode_progress(7, "written by another tool") == PartitionProgress(7)
+    # What the delay consumers of 0.1 committed: the records moved past the offset.
+    assert decode_progress(7, "dramatiq-kafka-moved:9-10,12") == PartitionProgress(7, (9, 10, 12))
+    with pytest.raises(ValueError, match="not a failure count: 'x'"):
+        decode_progress(7, "dramatiq-kafka-done:9;f=x")

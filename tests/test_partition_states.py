@@ -17,7 +17,7 @@ import dramatiq
 import pytest
 from confluent_kafka import Consumer, Producer
 from dramatiq import Worker
-from dramatiq.middleware import Shutdown
+from dramatiq.middleware import CurrentMessage, Shutdown
 
 from dramatiq_kafka import DeadLetter, KafkaBroker, QueueConfig
 from dramatiq_kafka.wire import encode_message, message_headers
@@ -280,6 +280,43 @@ def test_a_partition_paused_for_a_retry_flows_again_after_a_member_joins_and_lea
         worker.stop()
         broker.close()
     assert runs == {"fail-0": 2, "fail-1": 2} | {f"new-{p}-{i}": 1 for p in (0, 1) for i in range(3)}
+
+
+def test_the_next_owner_of_a_partition_waiting_for_a_retry_repeats_nothing_and_keeps_the_count(
+    make_broker: Callable[..., KafkaBroker], unique_name: str
+) -> None:
+    # Found by the soak (scenario 12): a worker leaving while a job of its partition waited for
+    # its retry left the jobs finished behind it to run again on the next owner, and the
+    # waiting job started its retries over (4 more runs where max_retries allowed 2).
+    first = make_broker(partitions=1, min_backoff=5000, max_backoff=5000)
+    runs: Counter[str] = Counter()
+    retries_seen: list[int] = []
+
+    @dramatiq.actor(queue_name=unique_name, max_retries=2)
+    def job(tag: str) -> None:
+        runs[tag] += 1
+        if tag == "fail":
+            message = CurrentMessage.get_current_message()
+            retries_seen.append(message.options.get("retries", 0) if message else -1)
+            time.sleep(0.5)  # the jobs behind it start meanwhile
+            raise RuntimeError("fails every time")
+
+    for tag in ("fail", "ok-1", "ok-2", "ok-3"):
+        job.send(tag)
+    worker = Worker(first, worker_threads=4, worker_timeout=100)
+    worker.start()
+    wait_for(lambda: runs["fail"] == 1 and all(runs[f"ok-{i}"] for i in (1, 2, 3)))
+    time.sleep(0.3)  # fail's failure settles: it waits 5 s for its retry
+    worker.stop()  # the partition leaves with the waiting job
+
+    second = make_broker(partitions=1, min_backoff=50, max_backoff=50)
+    second.declare_actor(job)
+    run_worker(second, unique_name, threads=4)
+    assert runs == {"fail": 3, "ok-1": 1, "ok-2": 1, "ok-3": 1}
+    assert retries_seen == [0, 1, 2]
+    [dead] = read_topic(second.bootstrap_servers, f"{unique_name}.XQ", count=1)
+    assert dead.headers["source_attempts"] == b"3"
+    assert _committed_is_end(second, unique_name)
 
 
 def test_dead_lettered_jobs_leave_nothing_behind_in_the_worker(
