@@ -30,10 +30,11 @@ from .dead_letters import DeadLetterWriter
 from .events import EVENTS
 from .group import BUSY_POLL_SLICE, POLL_SLICE, GroupMember
 from .offsets import PartitionProgress, decode_progress, encode_progress
+from .partition_state import JobState, PartitionSchedule
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer
 from .retry_policy import RetryPolicy
-from .scheduling import JobState, PartitionSchedule, Scheduler
+from .scheduling import Scheduler
 from .settling import JobSettling
 from .wire import decode_message
 

@@ -28,7 +28,7 @@ from dramatiq.message import Message
 
 from .consumer import KafkaConsumer
 from .errors import DeliveryError
-from .scheduling import PartitionSchedule
+from .partition_state import PartitionSchedule
 from .wire import decode_message, encode_message, headers_of
 
 #: Upper bounds (ms) of the delay tiers; delays above the last share one tier.

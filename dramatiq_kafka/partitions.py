@@ -9,7 +9,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
 from .outcomes import Outcome
-from .scheduling import Job
+from .partition_state import Job
 
 
 class KafkaMessageProxy(MessageProxy):

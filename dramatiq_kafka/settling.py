@@ -22,10 +22,11 @@ from .dead_letters import DeadLetterWriter
 from .errors import DeliveryError
 from .events import EVENTS
 from .outcomes import Outcome, Requeue, RetryInPlace, ToDeadLetters, decide, is_failure
+from .partition_state import Job, JobState
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer, ThreadSends
 from .retry_policy import RetryPolicy
-from .scheduling import Job, JobState, Scheduler
+from .scheduling import Scheduler
 
 #: Seconds before a refused dead letter is written again, doubling up to the cap.
 DEAD_LETTER_BACKOFF = 1.0

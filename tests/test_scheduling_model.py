@@ -38,8 +38,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from dramatiq_kafka.offsets import PartitionProgress
 from dramatiq_kafka.outcomes import Requeue, RetryInPlace, ToDeadLetters, decide, is_failure
+from dramatiq_kafka.partition_state import IN_FLIGHT, Job, JobState, PartitionSchedule
 from dramatiq_kafka.retry_policy import RetryPolicy
-from dramatiq_kafka.scheduling import IN_FLIGHT, Job, JobState, PartitionSchedule, Scheduler
+from dramatiq_kafka.scheduling import Scheduler
 
 PARTITIONS = (0, 1, 2)
 KEYS = (None, b"a", b"b")
