@@ -14,6 +14,7 @@ run is decided in ``outcomes.py``.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -394,11 +395,15 @@ class KafkaConsumer(JobSettling, Consumer):
             if now >= deadline:
                 return None
             self._apply_brakes()
-            with self._lock:
-                due = self._scheduler.next_due()
             # Records arriving, a job ending (a slot or a key free again) and a
             # revocation wake this thread before then.
-            self._sleep((deadline if due is None else min(deadline, due)) - now)
+            self._sleep(min(deadline, self._next_due(now)) - now)
+
+    def _next_due(self, now: float) -> float:
+        """When (monotonic) something falls due: a retry, a dead letter to write again."""
+        with self._lock:
+            due = self._scheduler.next_due()
+        return math.inf if due is None else due
 
     def _hand_out(self, now: float) -> MessageProxy | None:
         """The next job that may start, if any: a retry that fell due, or the

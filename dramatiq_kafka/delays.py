@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import time
+import math
 from bisect import bisect_left
 from typing import Any, NamedTuple
 
@@ -114,22 +114,20 @@ class DelayConsumer(KafkaConsumer):
     def __init__(self, *, queue_topic: str, delay_buffer: int, **options: Any) -> None:
         self.queue_topic = queue_topic
         self.delay_buffer = delay_buffer
+        self._next_release = math.inf  # epoch seconds
         super().__init__(**options)
 
     def partition_buffer(self) -> int:
         return self.delay_buffer
 
-    def __next__(self) -> MessageProxy | None:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            now = time.monotonic()
-            self._raise_failure()
-            self._write_due_dead_letters(now)
-            next_due = self._release_due()
-            if now >= deadline:
-                return None
-            self._apply_brakes()
-            self._sleep(min(deadline - now, next_due - current_millis() / 1000))
+    def _hand_out(self, now: float) -> MessageProxy | None:
+        # Nothing for Dramatiq's worker: due records are moved by this thread.
+        self._next_release = self._release_due()
+        return None
+
+    def _next_due(self, now: float) -> float:
+        # The next release is on the wall clock (an eta).
+        return min(super()._next_due(now), now + self._next_release - current_millis() / 1000)
 
     def accept(self, records: list[KafkaRecord]) -> None:
         # One poll serves every topic of the process: records of a partition past its

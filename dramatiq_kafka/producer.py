@@ -448,18 +448,7 @@ class KafkaProducer:
             refused the credentials, while records are still unacknowledged
             (they stay queued until ``message.timeout.ms``).
         """
-        if timeout is None:
-            # Nothing to wait for: no condition, no callbacks (the common, hot case).
-            for record in records:
-                self.send(
-                    record.topic,
-                    record.value,
-                    message_id=record.message_id,
-                    key=record.key,
-                    headers=record.headers,
-                    partition=record.partition,
-                )
-            return
+        # Without a timeout there is nothing to wait for: no callbacks (the common, hot case).
         reported = threading.Lock()
         outcomes: dict[str, KafkaError | None] = {}
 
@@ -480,11 +469,15 @@ class KafkaProducer:
                     key=record.key,
                     headers=record.headers,
                     partition=record.partition,
-                    on_delivery=on_delivery_of(record.message_id),
+                    on_delivery=None if timeout is None else on_delivery_of(record.message_id),
                 )
             except DeliveryError as e:
+                if timeout is None:
+                    raise
                 # Refused before it left: its reason, not the error's text (which names the id again).
                 failures.extend(e.failures)
+        if timeout is None:
+            return
 
         def all_reported() -> bool:
             with reported:
