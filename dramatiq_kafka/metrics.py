@@ -34,6 +34,7 @@ from dramatiq.middleware import Middleware
 from .admin import TopicAdmin
 from .broker import KafkaBroker
 from .events import EVENTS
+from .periodic import Periodic
 
 #: Metric objects per registry: a registry refuses a second metric of a name.
 _METRICS: weakref.WeakKeyDictionary[Any, _Metrics] = weakref.WeakKeyDictionary()
@@ -100,8 +101,14 @@ class KafkaMetrics(Middleware):
         self.lag_interval = lag_interval
         self._metrics: _Metrics | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._lag_reader = Periodic(
+            "dramatiq-kafka-lag",
+            lag_interval,
+            self.update_lag,
+            self.logger,
+            "Could not read the consumer lag",
+            at_start=True,
+        )
         self._admin: TopicAdmin | None = None
         self._broker: KafkaBroker | None = None
         # Subscribed at once: enqueueing processes report delivery errors too.
@@ -167,30 +174,16 @@ class KafkaMetrics(Middleware):
             totals[found.name] = sum(lag.lag for lag in found.partitions)
         return totals
 
-    def _read_lag(self) -> None:
-        while True:
-            try:
-                self.update_lag()
-            except Exception as e:
-                self.logger.warning("Could not read the consumer lag: %s", e)
-            if self._stop.wait(self.lag_interval):
-                return
-
     # -- worker hooks --------------------------------------------------------------------------------
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         if not isinstance(broker, KafkaBroker):
             return
         self._broker = broker
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._read_lag, name="dramatiq-kafka-lag", daemon=True)
-        self._thread.start()
+        self._lag_reader.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._lag_reader.stop()
         with self._lock:
             if self._admin is not None:
                 self._admin.close()

@@ -32,6 +32,7 @@ from dramatiq.middleware import Middleware
 from . import __version__
 from .client_log import with_log
 from .events import EVENTS
+from .periodic import Periodic
 
 #: The status topic's name after the broker's prefix.
 STATUS_TOPIC = "__dramatiq_kafka_status"
@@ -86,8 +87,13 @@ class WorkerStatus(Middleware):
         self._lock = threading.Lock()
         self._running: dict[str, tuple[Any, float]] = {}
         self._counts: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._publisher = Periodic(
+            "dramatiq-kafka-status",
+            interval,
+            self.publish,
+            self.logger,
+            "Could not publish the worker's status",
+        )
         self._producer: Producer | None = None
         self._worker: Any = None
         self._broker: Any = None
@@ -167,13 +173,6 @@ class WorkerStatus(Middleware):
             return
         self._producer.produce(self._topic, bounded(self.status()), process_key().encode())
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.publish()
-            except Exception as e:
-                self.logger.warning("Could not publish the worker's status: %s", e)
-
     # -- worker hooks ----------------------------------------------------------------------------------
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
@@ -199,15 +198,10 @@ class WorkerStatus(Middleware):
         # per broker for a record every few seconds.
         self._producer = broker.producer.producer  # type: ignore[attr-defined]
         EVENTS.subscribe(self)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="dramatiq-kafka-status", daemon=True)
-        self._thread.start()
+        self._publisher.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._publisher.stop()
         EVENTS.unsubscribe(self)
         producer, self._producer = self._producer, None
         if producer is None:
