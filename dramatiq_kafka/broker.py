@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 import dramatiq
-from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.common import current_millis, dq_name, q_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
@@ -39,7 +38,7 @@ from .queue_config import (
 )
 from .retry_policy import RetryPolicy
 from .signals import CachedSignals
-from .topics import dead_letter_topic_name, topic_name
+from .topics import dead_letter_topic_name, queue_topics, topic_name, topic_specs
 from .wire import encode_message, message_headers
 
 #: Dead letters go to ``{queue}.XQ`` after the default number of retries.
@@ -291,22 +290,12 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             return
         if queue_name in self._topics_ensured:
             return
-        config = self.queue_config(queue_name)
         # A delay topic has a partition per delay tier at least (see delays.py).
-        delayed = queue_name in self.delay_queues
-        partitions = max(config.partitions or 0, TIERS) if delayed else config.partitions
-
-        def spec(topic: str) -> NewTopic:
-            return NewTopic(
-                topic,
-                num_partitions=(partitions if topic == self.topic_name(queue_name) else config.partitions)
-                or -1,
-                replication_factor=config.replication_factor or -1,
-                config=dict(config.topic_config),
-            )
-
-        topics = [self.topic_name(queue_name), self.dead_letter_topic(queue_name)]
-        self.admin.ensure({topic: spec(topic) for topic in topics})
+        specs = topic_specs(
+            self.queue_config(queue_name), queue_topics(self, q_name(queue_name)), delay_partitions=TIERS
+        )
+        wanted = (self.topic_name(queue_name), self.dead_letter_topic(queue_name))
+        self.admin.ensure({topic: specs[topic] for topic in wanted})
         # Checked on every enqueue: building the specs cost a tenth of a send.
         self._topics_ensured.add(queue_name)
 
