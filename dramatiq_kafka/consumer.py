@@ -31,7 +31,7 @@ from .dead_letters import DeadLetterWriter
 from .events import EVENTS
 from .group import BUSY_POLL_SLICE, POLL_SLICE, GroupMember
 from .offsets import PartitionProgress, decode_progress, encode_progress
-from .partition_state import JobState, PartitionSchedule
+from .partition_state import Job, JobState, PartitionSchedule
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer
 from .retry_policy import RetryPolicy
@@ -426,16 +426,21 @@ class KafkaConsumer(JobSettling, Consumer):
                 if refusal is not None:
                     raise DecodeError(refusal, record.value(), None)
             except DecodeError as e:
-                self.logger.error(
-                    "Record %s/%s@%s cannot be decoded (%s).",
-                    record.topic(),
-                    record.partition(),
-                    record.offset(),
-                    e,
-                )
-                self._dead_letter(job, message_id="", attempts=0, reason=str(e))
+                self._dead_letter_undecodable(job, e)
                 continue
             return KafkaMessageProxy(message, record, job, self)
+
+    def _dead_letter_undecodable(self, job: Job, error: DecodeError) -> None:
+        """Dead-letter, unrun, a record that is no message of this queue."""
+        record = job.record
+        self.logger.error(
+            "Record %s/%s@%s cannot be decoded (%s).",
+            record.topic(),
+            record.partition(),
+            record.offset(),
+            error,
+        )
+        self._dead_letter(job, message_id="", attempts=0, reason=str(error))
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         # Nothing to send back: unfinished offsets are never committed,

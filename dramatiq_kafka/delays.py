@@ -162,18 +162,11 @@ class DelayConsumer(KafkaConsumer):
         try:
             message = decode_message(record.value(), self.queue_name)
         except DecodeError as e:
-            self.logger.error(
-                "Delayed record %s/%s@%s cannot be decoded (%s).",
-                record.topic(),
-                record.partition(),
-                offset,
-                e,
-            )
             key = record.key()
             with self._lock:
                 job = state.adopt(offset, key if isinstance(key, bytes) else None, record)
             if job is not None:
-                self._dead_letter(job, message_id="", attempts=0, reason=str(e))
+                self._dead_letter_undecodable(job, e)
             return
         eta = message.options.get("eta")
         if isinstance(eta, bool) or not isinstance(eta, (int, float)):
