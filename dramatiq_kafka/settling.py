@@ -217,7 +217,7 @@ class JobSettling:
             error,
             job.partition,
             outcome.delay / 1000,
-            job.runs + 1,
+            max(job.runs, job.failures) + 1,  # failures: also those under an earlier owner
         )
 
     def _requeue(self, message: KafkaMessageProxy, error: BaseException, outcome: Requeue) -> None:

@@ -56,6 +56,15 @@ The tests: `integration/test_fault_*.py`.
 FOOTER = """\
 ## What the scenarios found
 
+- **A restart or a rebalance while a job waited for its retry repeated the jobs finished behind
+  it, and started its retries over** (scenario 12, its first runs: 170 of 40,000 jobs ran twice
+  over 2 rolling restarts, 1,477 of 1.8 million over 10, past the bound of 1,320; an
+  always-failing job could run 4 more times than `max_retries` allowed after each move). Kafka
+  commits one offset per partition, and it cannot pass the waiting job. Each commit now also
+  carries the partition's progress in its metadata (the jobs finished past the offset, the
+  failures of the unfinished ones; `docs/wire-format.md`): the next owner skips the former and
+  carries on with the latter's retry counts. The same runs since: 0 duplicates.
+
 - **A consumer that lost its partitions while the only node was frozen never rejoined** (scenario
   8, 1 run in 4 at first; in the first run of the new test). librdkafka timed the session out,
   reported the partitions lost, and the handle's coordinator connection then kept its requests

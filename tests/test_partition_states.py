@@ -7,6 +7,7 @@ import base64
 import gc
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -283,7 +284,7 @@ def test_a_partition_paused_for_a_retry_flows_again_after_a_member_joins_and_lea
 
 
 def test_the_next_owner_of_a_partition_waiting_for_a_retry_repeats_nothing_and_keeps_the_count(
-    make_broker: Callable[..., KafkaBroker], unique_name: str
+    make_broker: Callable[..., KafkaBroker], unique_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Found by the soak (scenario 12): a worker leaving while a job of its partition waited for
     # its retry left the jobs finished behind it to run again on the next owner, and the
@@ -314,6 +315,8 @@ def test_the_next_owner_of_a_partition_waiting_for_a_retry_repeats_nothing_and_k
     run_worker(second, unique_name, threads=4)
     assert runs == {"fail": 3, "ok-1": 1, "ok-2": 1, "ok-3": 1}
     assert retries_seen == [0, 1, 2]
+    retried = [r.getMessage() for r in caplog.records if "runs it again" in r.getMessage()]
+    assert [re.findall(r"\(attempt (\d+)\)", line) for line in retried] == [["2"], ["3"]]
     [dead] = read_topic(second.bootstrap_servers, f"{unique_name}.XQ", count=1)
     assert dead.headers["source_attempts"] == b"3"
     assert _committed_is_end(second, unique_name)
