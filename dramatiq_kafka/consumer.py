@@ -415,8 +415,7 @@ class KafkaConsumer(JobSettling, Consumer):
                     return None
                 retried, job.detail = job.detail, None
             if isinstance(retried, KafkaMessageProxy):
-                retried.failed = False
-                return retried
+                return retried.again()
             record = job.record
             try:
                 message = decode_message(record.value(), self.queue_name)

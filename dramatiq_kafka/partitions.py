@@ -34,6 +34,12 @@ class KafkaMessageProxy(MessageProxy):
         self._job = job
         self._consumer = consumer
 
+    def again(self) -> KafkaMessageProxy:
+        """A new proxy of the same message, record and job, for its next run: the
+        worker thread of the last run may still hold this one (Dramatiq clears a
+        message's exception after acking it)."""
+        return KafkaMessageProxy(self._message, self.record, self._job, self._consumer)
+
     def decide_failure(self, error: BaseException) -> Outcome | None:
         """What becomes of this run, which raised ``error`` (see ``KafkaConsumer.decide``)."""
         return None if self._consumer is None else self._consumer.decide(self, error)

@@ -13,6 +13,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import dramatiq
 import pytest
@@ -320,6 +321,59 @@ def test_the_next_owner_of_a_partition_waiting_for_a_retry_repeats_nothing_and_k
     [dead] = read_topic(second.bootstrap_servers, f"{unique_name}.XQ", count=1)
     assert dead.headers["source_attempts"] == b"3"
     assert _committed_is_end(second, unique_name)
+
+
+def test_a_retry_is_not_changed_by_the_worker_thread_that_ran_the_failed_attempt(
+    make_broker: Callable[..., KafkaBroker], unique_name: str
+) -> None:
+    # Found by the soak (scenario 12, 1 job in 1.8 million): Dramatiq's worker thread clears the
+    # message's exception *after* acking it. The retry was the same message object, so when that
+    # thread was slow, its late clear_exception() wiped the retry's own failure: the job counted
+    # as done and was never dead-lettered (and a retry that succeeded could see the old failure
+    # and run a third time).
+    broker = make_broker(partitions=1, min_backoff=10, max_backoff=10)
+
+    @dramatiq.actor(queue_name=unique_name, max_retries=1)
+    def job() -> None:
+        raise RuntimeError("fails")
+
+    job.send()
+    consumer = broker.consume(unique_name)
+
+    def run_and_fail() -> Any:
+        deadline = time.monotonic() + 20
+        while (message := next(consumer)) is None:
+            assert time.monotonic() < deadline, "no message"
+        error = RuntimeError("fails")
+        message.stuff_exception(error)  # what the worker thread does, in its order
+        broker.emit_after("process_message", message, exception=error)
+        return message
+
+    first = run_and_fail()
+    consumer.ack(first)  # the first attempt's thread acks it, then is descheduled
+    second = run_and_fail()
+    first.clear_exception()  # ... and clears "its" message only now
+    consumer.ack(second)
+    more: list[Any] = []
+    stop = threading.Event()
+
+    def iterate() -> None:  # what the consumer thread does meanwhile: polls, commits
+        while not stop.is_set():
+            if (message := next(consumer)) is not None:
+                more.append(message)
+                consumer.ack(message)
+
+    iterating = threading.Thread(target=iterate)
+    iterating.start()
+    try:
+        broker.join(unique_name, timeout=20_000)
+    finally:
+        stop.set()
+        iterating.join()
+        consumer.close()
+    assert more == []
+    [dead] = read_topic(broker.bootstrap_servers, f"{unique_name}.XQ", count=1)
+    assert dead.headers["source_attempts"] == b"2"
 
 
 def test_dead_lettered_jobs_leave_nothing_behind_in_the_worker(
