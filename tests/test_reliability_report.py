@@ -36,3 +36,27 @@ def test_the_report_has_a_table_per_scenario_and_fails_on_a_lost_job(tmp_path: P
     lost = {**base, "scenario": "2-x", "size": 5000, "count": {**counts, "lost": 1}}
     (results / "2-x-5000.json").write_text(json.dumps(lost))
     assert main(["report", str(results), str(output)]) == 1
+
+
+def test_sections_without_new_figures_stay_and_variants_share_a_table(tmp_path: Path) -> None:
+    results, output = tmp_path / "results", tmp_path / "reliability.md"
+    results.mkdir()
+    output.write_text("# old\n\n## 3. Kept as it was\n\n| old row |\n\n## What the scenarios found\n")
+    counts = {"sent": 10, "executed": 10, "lost": 0, "duplicates": 0, "unconfirmed": 0}
+    for variant in ("ssl", "sasl_ssl"):
+        row = {
+            "scenario": f"13-tls-{variant}",
+            "title": "TLS listeners",
+            "fault": variant.upper(),
+            "size": 5000,
+            "count": counts,
+            "recorded_at": "2026-12-03 12:00:00 UTC",
+        }
+        (results / f"13-tls-{variant}-5000.json").write_text(json.dumps(row))
+    assert main(["report", str(results), str(output)]) == 0
+    text = output.read_text()
+    assert "## 3. Kept as it was\n\n| old row |\n" in text
+    assert text.count("## 13. TLS listeners") == 1
+    assert "| make test | SSL |" in text and "| make test | SASL_SSL |" in text
+    assert "## The same faults with Dramatiq's Redis and RabbitMQ brokers" in text
+    assert text.index("## 3.") < text.index("## 13.") < text.index("## The same faults")
