@@ -334,17 +334,13 @@ class KafkaConsumer(JobSettling, Consumer):
     def commit_positions(
         self, partitions: Iterable[int] | None = None, *, final: bool = False
     ) -> list[TopicPartition]:
-        """What to commit now for ``partitions`` (all of them by default): their
-        progress where it changed since it was last sent, or, for the ``final``
-        commit before they leave, in any case (an earlier commit may yet fail)."""
+        """What to commit now for ``partitions`` (all of them by default), with each
+        one's progress in the metadata (see ``Scheduler.commit_positions``)."""
         with self._lock:
-            wanted = self._partitions.keys() if partitions is None else set(partitions)
-            states = [state for p in wanted if (state := self._partitions.get(p)) is not None]
-            progress = [(s.partition, s.progress() if final else s.progress_to_commit()) for s in states]
+            positions = self._scheduler.commit_positions(partitions, final=final)
         return [
-            TopicPartition(self.topic, partition, p.offset, metadata=encode_progress(p))
-            for partition, p in progress
-            if p is not None
+            TopicPartition(self.topic, partition, progress.offset, metadata=encode_progress(progress))
+            for partition, progress in positions.items()
         ]
 
     def commit_when_due(self, now: float) -> list[TopicPartition]:

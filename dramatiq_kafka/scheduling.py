@@ -35,6 +35,7 @@ reference model over random interleavings.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .offsets import PartitionProgress
@@ -268,11 +269,19 @@ class Scheduler:
                 (pause if wanted else resume).append(schedule.partition)
         return pause, resume
 
-    def commit_positions(self) -> dict[int, PartitionProgress]:
-        """Per partition, its progress when it changed since it was last sent."""
+    def commit_positions(
+        self, partitions: Iterable[int] | None = None, *, final: bool = False
+    ) -> dict[int, PartitionProgress]:
+        """Per partition (all by default), its progress where it changed since it was
+        last sent, or, for the ``final`` commit before partitions leave, in any case
+        (an earlier commit may yet fail)."""
+        wanted = self.partitions.keys() if partitions is None else set(partitions)
         positions = {}
-        for partition, schedule in self.partitions.items():
-            progress = schedule.progress_to_commit()
+        for partition in wanted:
+            schedule = self.partitions.get(partition)
+            progress = (
+                None if schedule is None else schedule.progress() if final else schedule.progress_to_commit()
+            )
             if progress is not None:
                 positions[partition] = progress
         return positions

@@ -210,7 +210,8 @@ class PartitionMachine(RuleBasedStateMachine):
             for p, schedule in list(self.scheduler.partitions.items()):
                 if schedule.revoked:
                     # The last commit before it leaves: its progress in any case.
-                    self._commit(p, schedule.progress() or self.committed[p])
+                    for partition, progress in self.scheduler.commit_positions([p], final=True).items():
+                        self._commit(partition, progress)
                     self._leave(p)
         if kind == "lost" and partition in self.scheduler.partitions:
             self._leave(partition)
