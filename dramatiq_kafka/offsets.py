@@ -89,13 +89,6 @@ class PartitionOffsets:
                 return self._outstanding[-1] + 1
             return self._watermark
 
-    def commit_candidate(self) -> int | None:
-        """The watermark, when it is ahead of what was last committed."""
-        with self._lock:
-            if self._watermark > self._committed:
-                return self._watermark
-            return None
-
     def position(self) -> tuple[int, list[int]] | None:
         """Where the partition stands: the first unfinished offset (where a
         new owner must start) and the offsets finished past it, sorted.

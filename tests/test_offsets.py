@@ -48,27 +48,6 @@ def test_watermark_never_passes_an_unacked_offset(case: tuple[list[int], list[in
     assert offsets.unfinished == 0
 
 
-@given(fetched_and_ack_order(), st.data())
-def test_commit_candidate_is_offered_once_per_move(
-    case: tuple[list[int], list[int]], data: st.DataObject
-) -> None:
-    fetched, acks = case
-    offsets = PartitionOffsets()
-    for offset in fetched:
-        offsets.track(offset)
-    last_committed = -1
-    for offset in acks:
-        offsets.mark_done(offset)
-        if data.draw(st.booleans()):
-            candidate = offsets.commit_candidate()
-            if candidate is not None:
-                assert candidate > last_committed
-                offsets.committed(candidate)
-                last_committed = candidate
-            assert offsets.commit_candidate() is None
-    assert offsets.commit_candidate() in (None, fetched[-1] + 1)
-
-
 def test_acks_of_unknown_or_repeated_offsets_are_ignored() -> None:
     offsets = PartitionOffsets()
     offsets.track(5)
