@@ -111,6 +111,10 @@ class PartitionOffsets:
 MAX_METADATA = 3500
 
 
+#: Ranges this short are kept as they are: compressing a bitmap costs more than they do.
+SHORT_RANGES = 64
+
+
 def encode_offsets(offsets: Sequence[int]) -> str:
     """Sorted offsets as ranges: ``[5, 6, 7, 9]`` → ``"5-7,9"``."""
     parts: list[str] = []
@@ -150,7 +154,7 @@ def encode_done_past(committed: int, offsets: Sequence[int]) -> str:
     offsets after ``committed`` (``"z:<base64>"``) — interleaved offsets
     take a bit each."""
     ranges = encode_offsets(offsets)
-    if not offsets:
+    if len(ranges) <= SHORT_RANGES:
         return ranges
     bits = bytearray((offsets[-1] - committed - 1) // 8 + 1)
     for offset in offsets:
