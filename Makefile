@@ -55,7 +55,7 @@ FAULT_JOBS ?= 20000
 FROZEN_NODE_RUNS ?= 6
 # Hypothesis examples of the decoder fuzz (5 in make test).
 FUZZ_EXAMPLES ?= 50
-# The soak's seconds of load (40 in make test); make faults runs it too.
+# The soak's seconds of load (30 in make test); make faults runs it too.
 SOAK_SECONDS ?= 1800
 faults: setup kafka
 	FAULT_JOBS=$(FAULT_JOBS) FROZEN_NODE_RUNS=$(FROZEN_NODE_RUNS) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest integration -m faults

@@ -1,5 +1,5 @@
 """Scenario 12: a soak. Mixed load for ``$SOAK_SECONDS`` (1,800 in ``make soak`` and ``make
-faults``, 40 in ``make test``): 1,000 jobs/s, 5 % failing once, 1 % always failing, 2 % delayed,
+faults``, 30 in ``make test``): 1,000 jobs/s, 5 % failing once, 1 % always failing, 2 % delayed,
 and a rolling restart of the two workers every few minutes. Every job is counted; each worker's
 RSS, threads and open file descriptors are sampled, must stay flat after its warm-up, and are
 plotted by ``integration/report.py`` (``docs/soak.png``); at the end no partition is paused."""
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 SOAK_ENV = "SOAK_SECONDS"
 #: ``make test``'s soak.
-SHORT_SECONDS = 40
+SHORT_SECONDS = 30
 RATE = 1000
 PARTITIONS = 12
 WORKERS = 2

@@ -472,15 +472,9 @@ def _cut_short_is_abandoned(self: PartitionMachine, job: Job, error: BaseExcepti
 
 
 # Defect 6: a new owner started from the committed offset alone: the jobs finished past a job
-# waiting for its retry ran again (6a), and the waiting job's retry count started over (6b).
-def _done_dropped(
-    self: Scheduler, partition: int, carried: PartitionProgress | None = None
-) -> PartitionSchedule:
-    return ORIGINAL_ASSIGN(
-        self, partition, carried and PartitionProgress(carried.offset, (), carried.failures)
-    )
-
-
+# waiting for its retry ran again (6a: the model finds it only after thousands of examples, and
+# not with every seed, so test_a_new_owner_skips_... below shows it), and the waiting job's
+# retry count started over (6b).
 def _failures_dropped(
     self: Scheduler, partition: int, carried: PartitionProgress | None = None
 ) -> PartitionSchedule:
@@ -510,7 +504,6 @@ ORIGINAL_DECIDE = decide
         ],
         [(PartitionMachine, "_fail", _cut_short_is_abandoned)],
         [(sys.modules[__name__], "decide", _shared_streak_everywhere)],
-        [(Scheduler, "assign", _done_dropped)],
         [(Scheduler, "assign", _failures_dropped)],
     ],
     ids=[
@@ -518,7 +511,6 @@ ORIGINAL_DECIDE = decide
         "defect-2-paused-after-rebalance",
         "defect-3-cut-short",
         "defect-5-shared-budget",
-        "defect-6a-finished-jobs-run-again-after-a-rebalance",
         "defect-6b-retry-count-lost-at-a-rebalance",
     ],
 )
