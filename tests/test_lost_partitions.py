@@ -58,13 +58,25 @@ def lose_partitions(consumer: KafkaConsumer, caplog: pytest.LogCaptureFixture) -
 
 
 def test_a_member_that_never_rejoins_after_losing_its_partitions_gets_a_new_client(
-    kafka_bootstrap: str, unique_name: str, caplog: pytest.LogCaptureFixture
+    kafka_bootstrap: str,
+    unique_name: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     broker, consumer = make_consumer(kafka_bootstrap, unique_name)
+    reported_lost = consumer.lost
+
+    def lost_for_good(partitions: list[int]) -> None:
+        # Unsubscribed on the member's next turn, before librdkafka can rejoin
+        # (asked after the loss, it sometimes already had): no assignment can come.
+        reported_lost(partitions)
+        consumer.member._requests.append(lambda client: client.unsubscribe())
+        monkeypatch.setattr(consumer, "lost", reported_lost)
+
+    monkeypatch.setattr(consumer, "lost", lost_for_good)
     try:
-        lose_partitions(consumer, caplog)
         old = consumer.member._client
-        consumer.member._ask(lambda client: client.unsubscribe())  # no assignment can come any more
+        lose_partitions(consumer, caplog)
         started = time.monotonic()
         while not consumer._partitions and time.monotonic() - started < REJOIN_BOUND:
             next(consumer)  # never raises: the member replaces its client by itself
