@@ -22,7 +22,7 @@ from dramatiq.logging import get_logger
 from .client_errors import ClientErrors
 from .client_log import create_client
 from .errors import KafkaBrokerError, KafkaConnectionError, not_reachable
-from .topics import TopicNaming
+from .topology import Topology
 
 #: The longest single metadata request: between two, an authentication
 #: failure reported meanwhile ends the wait.
@@ -302,20 +302,20 @@ class TopicAdmin:
         ]
 
     def queue_lags(
-        self, queues: Iterable[str], naming: TopicNaming, existing: set[str] | None = None
+        self, queues: Iterable[str], topology: Topology, existing: set[str] | None = None
     ) -> Iterator[QueueLag]:
         """:meth:`lag` of the topic of every queue and its delay queue, in
         order; ``partitions`` is ``None`` for a topic that does not exist.
 
         Parameters:
           queues: The queues' names.
-          naming(TopicNaming): What names their topics (a broker).
+          topology(Topology): What names their topics.
           existing(set): The cluster's topics, when the caller has them.
         """
         existing = self.topic_names() if existing is None else existing
         for queue in queues:
             for name in (queue, dq_name(queue)):
-                topic = naming.topic_name(name)
+                topic = topology.topic_name(name)
                 yield QueueLag(queue, name, topic, self.lag(topic) if topic in existing else None)
 
     def lags(self, topics: list[str]) -> dict[str, list[PartitionLag]]:

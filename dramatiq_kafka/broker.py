@@ -25,27 +25,21 @@ from .errors import ConfigurationError, JobFailure
 from .group import GroupMember
 from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders, Revocation
 from .middleware.boot import check_not_gevent
-from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer, OutgoingRecord
 from .queue_config import (
     DeadLetter,
     QueueConfig,
-    Unset,
     check_broker_settings,
     check_group_start,
     dead_letter_of,
     queue_config_of,
 )
 from .retry_policy import RetryPolicy
+from .services import BrokerServices
 from .signals import CachedSignals
-from .topics import dead_letter_topic_name, queue_topics, topic_name, topic_specs
+from .topics import topic_specs
+from .topology import DEFAULT_DEAD_LETTER, Topology
 from .wire import encode_message, message_headers
-
-#: Dead letters go to ``{queue}.XQ`` after the default number of retries.
-DEFAULT_DEAD_LETTER = DeadLetter()
-
-#: Dead-lettered errors kept per queue for ``join(fail_fast=True)``.
-MAX_REMEMBERED_FAILURES = 100
 
 #: Seconds the group member of a starting worker waits for all its queues' consumers
 #: before it subscribes (one rebalance, not one per queue).
@@ -157,7 +151,6 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             bootstrap_servers or os.environ.get(BOOTSTRAP_SERVERS_ENV) or "localhost:9092"
         )
         self.group_id = group_id
-        self.topic_prefix = topic_prefix
         # A consumer-only (or producer-only) setting in `config` goes only where it applies:
         # elsewhere librdkafka would ignore it with a CONFWARN per client.
         shared, consumer_only, producer_only = split_config(config or {})
@@ -168,13 +161,18 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             **(consumer_config or {}),
             "group.id": group_id,
         }
-        self.queue_configs = {
-            name: queue_config_of(queue, f"queues[{name!r}]") for name, queue in (queues or {}).items()
-        }
-        self.default_queue = (
-            QueueConfig() if default_queue is None else queue_config_of(default_queue, "default_queue")
+        #: The queues' topics, settings and retry policies.
+        self.topology = Topology(
+            prefix=topic_prefix,
+            queues={
+                name: queue_config_of(queue, f"queues[{name!r}]") for name, queue in (queues or {}).items()
+            },
+            default_queue=(
+                QueueConfig() if default_queue is None else queue_config_of(default_queue, "default_queue")
+            ),
+            dead_letter=dead_letter_of(dead_letter, "dead_letter"),
+            actors=self.actors,
         )
-        self.dead_letter = dead_letter_of(dead_letter, "dead_letter")
         self.create_topics = create_topics
         check_group_start(new_group_start, "KafkaBroker")
         self.new_group_start = new_group_start
@@ -196,6 +194,12 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self.producer = KafkaProducer({**self.client_config, **producer_only, **(producer_config or {})})
         self.admin = TopicAdmin(self.client_config, group_id, timeout=request_timeout)
         self.dead_letters = DeadLetterWriter(self.producer, group_id)
+        self.services = BrokerServices(
+            enqueue=self.enqueue,
+            get_actor=self.get_actor,
+            topology=self.topology,
+            failures_by_queue=self.failures_by_queue,
+        )
 
         self.dispatch = DispatchOptions(
             dispatch_method=dispatch_method,
@@ -213,51 +217,43 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
 
     # -- names ---------------------------------------------------------------------------------------
 
+    @property
+    def topic_prefix(self) -> str:
+        return self.topology.prefix
+
+    @property
+    def queue_configs(self) -> Mapping[str, QueueConfig]:
+        return self.topology.queues
+
+    @property
+    def default_queue(self) -> QueueConfig:
+        return self.topology.default_queue
+
+    @property
+    def dead_letter(self) -> DeadLetter | None:
+        return self.topology.dead_letter
+
     def queue_config(self, queue_name: str) -> QueueConfig:
         """The settings of a queue (its delay queue shares them)."""
-        return self.queue_configs.get(q_name(queue_name), self.default_queue)
+        return self.topology.queue_config(queue_name)
 
     def topic_name(self, queue_name: str) -> str:
         """The topic that holds a queue (or a delay queue)."""
-        return topic_name(self.topic_prefix, queue_name)
+        return self.topology.topic_name(queue_name)
 
     def dead_letter_for(self, queue_name: str) -> DeadLetter | None:
         """A queue's dead-letter settings; ``None`` when it retries forever."""
-        dead_letter = self.queue_config(queue_name).dead_letter
-        return self.dead_letter if isinstance(dead_letter, Unset) else dead_letter
+        return self.topology.dead_letter_for(queue_name)
 
     def dead_letter_topic(self, queue_name: str) -> str:
         """The topic where a queue's failed jobs go (and, even for a queue
         that retries forever, records that are not jobs at all)."""
-        dead_letter = self.dead_letter_for(queue_name) or DeadLetter()
-        return dead_letter_topic_name(self.topic_prefix, queue_name, dead_letter.topic)
+        return self.topology.dead_letter_topic(queue_name)
 
     def retry_policy(self, message: MessageProxy) -> RetryPolicy:
         """How a failed message is retried: the broker's and the queue's
         settings, overridden by the actor's options, then the message's."""
-        queue = self.queue_config(message.queue_name)
-        dead_letter = self.dead_letter_for(message.queue_name)
-        actor = self.actors.get(message.actor_name)
-        options = {**(actor.options if actor is not None else {}), **message.options}
-        defaults = RetryPolicy()
-        if dead_letter is None:
-            max_retries = None
-        else:
-            # As in Dramatiq, an actor's or message's max_retries=None retries forever.
-            queue_default = (
-                defaults.max_retries if dead_letter.max_retries is None else dead_letter.max_retries
-            )
-            max_retries = options.get("max_retries", queue_default)
-        min_backoff = defaults.min_backoff if queue.min_backoff is None else queue.min_backoff
-        max_backoff = defaults.max_backoff if queue.max_backoff is None else queue.max_backoff
-        return RetryPolicy(
-            max_retries=max_retries,
-            min_backoff=options.get("min_backoff", min_backoff),
-            max_backoff=options.get("max_backoff", max_backoff),
-            independent=dead_letter is not None and dead_letter.independent,
-            retry_when=options.get("retry_when"),
-            on_exhausted=options.get("on_retry_exhausted"),
-        )
+        return self.topology.retry_policy(message)
 
     # -- declaring -----------------------------------------------------------------------------------
 
@@ -292,7 +288,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             return
         # A delay topic has a partition per delay tier at least (see delays.py).
         specs = topic_specs(
-            self.queue_config(queue_name), queue_topics(self, q_name(queue_name)), delay_partitions=TIERS
+            self.queue_config(queue_name), self.topology.topics(queue_name), delay_partitions=TIERS
         )
         wanted = (self.topic_name(queue_name), self.dead_letter_topic(queue_name))
         self.admin.ensure({topic: specs[topic] for topic in wanted})
@@ -441,31 +437,21 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self._check_declared(queue_name)
         self.ensure_topics(queue_name)
         self.producer.start()  # as at process_boot, for a Worker started in-process
-        config = self.queue_config(queue_name)
-        topic = self.topic_name(queue_name)
         options: dict[str, Any] = dict(
             queue_name=queue_name,
-            topic=topic,
-            member=self._member_for(topic, self._consumer_client_config(queue_name)),
+            topology=self.topology,
+            member=self._member_for(self.topic_name(queue_name), self._consumer_client_config(queue_name)),
             prefetch=prefetch,
             timeout=timeout,
             producer=self.producer,
             dead_letters=self.dead_letters,
-            dead_letter_topic=self.dead_letter_topic(queue_name),
-            retry_policy=self.retry_policy,
-            refuse=self._refuse,
-            ordered=config.ordered,
+            services=self.services,
             settle_timeout=self.dispatch.sync_timeout,
-            on_dead_letter=self._remember_failure,
-            retry_mode=config.retry_mode,
-            send_retry=self._send_retry,
         )
         self._awaited.discard(queue_name)
         if queue_name in self.delay_queues:
             self.ensure_topics(q_name(queue_name))
-            return DelayConsumer(
-                queue_topic=self.topic_name(q_name(queue_name)), delay_buffer=config.delay_buffer, **options
-            )
+            return DelayConsumer(**options)
         return KafkaConsumer(**options)
 
     def _member_for(self, topic: str, config: dict[str, Any]) -> GroupMember:
@@ -502,33 +488,6 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         if start is not None or not self._user_offset_reset:
             config["auto.offset.reset"] = start or self.new_group_start
         return config
-
-    def _send_retry(self, message: KafkaMessageProxy, delay: int) -> None:
-        """Send a failed job again, to run after ``delay`` ms (``retry_mode="requeue"``)."""
-        self.enqueue(message.copy(options={"retries": message.failures}), delay=delay)
-
-    def _refuse(self, message: Message[Any]) -> str | None:
-        actor = self.actors.get(message.actor_name)
-        queue_name = q_name(message.queue_name)
-        if actor is not None and actor.queue_name != queue_name:
-            return f"Actor {actor.actor_name!r} belongs to queue {actor.queue_name!r}, not {queue_name!r}."
-        exhausted = message.options.get("on_retry_exhausted")
-        if exhausted is not None and exhausted not in self.actors:
-            return f"The option on_retry_exhausted names no known actor ({exhausted!r})."
-        return None
-
-    def _remember_failure(self, message: KafkaMessageProxy, exhausted: bool) -> None:
-        """A job was dead-lettered: keep its error for ``join(fail_fast=True)``
-        and tell its ``on_retry_exhausted`` actor when it used up its retries."""
-        errors = self.failures_by_queue.setdefault(q_name(message.queue_name), [])
-        if len(errors) < MAX_REMEMBERED_FAILURES:
-            # Only the first is raised; none keeps its traceback's frames alive.
-            errors.append(JobFailure.of(getattr(message, "_exception", None), message.message_id))
-        if exhausted and message.failures:
-            policy = self.retry_policy(message)
-            if policy.on_exhausted:
-                retries = {"retries": message.failures - 1, "max_retries": policy.max_retries}
-                self.get_actor(policy.on_exhausted).send(message.asdict(), retries)
 
     # -- testing helpers -----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -25,7 +25,6 @@ from confluent_kafka import Message as KafkaRecord
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.errors import DecodeError
 from dramatiq.logging import get_logger
-from dramatiq.message import Message
 
 from .dead_letters import DeadLetterWriter
 from .events import EVENTS
@@ -34,13 +33,12 @@ from .offsets import PartitionProgress, decode_progress, encode_progress
 from .partition_state import Job, JobState, PartitionSchedule
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer
-from .retry_policy import RetryPolicy
 from .scheduling import Scheduler
+from .services import QueueServices
 from .settling import JobSettling
+from .topology import Topology
 from .wire import decode_message
 
-#: Decides how a failed message is retried.
-RetryPolicyFor = Callable[[MessageProxy], RetryPolicy]
 #: Seconds an assignment waits for the progress its partitions' earlier owners committed.
 PROGRESS_TIMEOUT = 10.0
 
@@ -50,7 +48,9 @@ class KafkaConsumer(JobSettling, Consumer):
 
     Parameters:
       queue_name(str): The Dramatiq queue (what ``message.queue_name`` says).
-      topic(str): The topic behind it.
+      topology(Topology): The broker's queues: this one's topics, settings
+        (``ordered``, ``retry_mode``) and retry policies, and which messages
+        are no job of it (dead-lettered unrun).
       member(GroupMember): The process's Kafka consumer that fetches for it; the
         consumer attaches itself and detaches on ``close``.
       prefetch(int): The most jobs running or waiting in the worker at once.
@@ -59,11 +59,8 @@ class KafkaConsumer(JobSettling, Consumer):
         only once Kafka has the records it enqueued.
       dead_letters(DeadLetterWriter): Writes records that fail for good or
         cannot be decoded.
-      dead_letter_topic(str): The topic they go to.
-      retry_policy(callable): The :class:`RetryPolicy` of a failed message.
-      refuse(callable): Why a decoded message is no job of this queue, or
-        ``None``; a refused message is dead-lettered unrun.
-      ordered(bool): Run one job per partition at a time.
+      services(QueueServices): Sends a failed job again
+        (``retry_mode="requeue"``) and hears of each dead letter.
       settle_timeout(float): Seconds ``close`` waits for dead letters and
         sends still in flight.
       commit_interval(float): Seconds between asynchronous commits.
@@ -72,12 +69,6 @@ class KafkaConsumer(JobSettling, Consumer):
         finished behind a job still running).
       revoke_grace(float): Seconds a revocation waits for the partitions'
         running jobs to finish (and be committed) before letting them go.
-      on_dead_letter(callable): Called with each dead-lettered message and
-        whether it had used up its retries.
-      retry_mode(str): ``"pause"`` retries a failed job in place;
-        ``"requeue"`` hands it to ``send_retry`` and moves on.
-      send_retry(callable): Sends a failed message again, with a delay in
-        milliseconds (``retry_mode="requeue"``).
     """
 
     #: The per-partition state this consumer keeps.
@@ -87,43 +78,35 @@ class KafkaConsumer(JobSettling, Consumer):
         self,
         *,
         queue_name: str,
-        topic: str,
+        topology: Topology,
         member: GroupMember,
         prefetch: int,
         timeout: int,
         producer: KafkaProducer,
         dead_letters: DeadLetterWriter,
-        dead_letter_topic: str,
-        retry_policy: RetryPolicyFor = lambda message: RetryPolicy(),
-        refuse: Callable[[Message[Any]], str | None] = lambda message: None,
-        ordered: bool = False,
+        services: QueueServices,
         settle_timeout: float = 10.0,
         commit_interval: float = 0.5,
         commit_every: int = 100,
         revoke_grace: float = 5.0,
-        on_dead_letter: Callable[[KafkaMessageProxy, bool], None] | None = None,
-        retry_mode: str = "pause",
-        send_retry: Callable[[KafkaMessageProxy, int], object] | None = None,
     ) -> None:
         self.logger = get_logger(__name__, f"{type(self).__name__}({queue_name})")
         self.queue_name = queue_name
-        self.topic = topic
+        self.topology = topology
+        self.topic = topology.topic_name(queue_name)
+        self.dead_letter_topic = topology.dead_letter_topic(queue_name)
+        self.config = topology.queue_config(queue_name)
+        self.ordered = self.config.ordered
         self.member = member
         self.prefetch = max(prefetch, 1)
         self.timeout = timeout / 1000
         self.producer = producer
         self.dead_letters = dead_letters
-        self.dead_letter_topic = dead_letter_topic
-        self.retry_policy = retry_policy
-        self.refuse = refuse
-        self.ordered = ordered
+        self.services = services
         self.settle_timeout = settle_timeout
         self.commit_interval = commit_interval
         self.commit_every = commit_every
         self.revoke_grace = revoke_grace
-        self.on_dead_letter = on_dead_letter
-        self.retry_mode = retry_mode
-        self.send_retry = send_retry
 
         # Guards the scheduler: acks arrive from worker threads, delivery
         # reports from the producer's thread, records and rebalance events
@@ -131,7 +114,7 @@ class KafkaConsumer(JobSettling, Consumer):
         self._lock = threading.Lock()
         self._scheduler = Scheduler(
             limit=self.prefetch,
-            ordered=ordered,
+            ordered=self.ordered,
             # A partition whose jobs cannot start (every slot held by long
             # jobs) still gets a record per poll; past this its fetching is
             # paused.  High, because each resume costs a fetch round.
@@ -417,7 +400,7 @@ class KafkaConsumer(JobSettling, Consumer):
                 message = decode_message(record.value(), self.queue_name)
                 if job.failures:  # failed runs under an earlier owner of the partition
                     message.options["retries"] = job.failures
-                refusal = self.refuse(message)
+                refusal = self.topology.refusal(message)
                 if refusal is not None:
                     raise DecodeError(refusal, record.value(), None)
             except DecodeError as e:

@@ -29,6 +29,7 @@ from dramatiq.message import Message
 from .consumer import KafkaConsumer
 from .errors import DeliveryError
 from .partition_state import PartitionSchedule
+from .topology import Topology
 from .wire import decode_message, encode_message, headers_of
 
 #: Upper bounds (ms) of the delay tiers; delays above the last share one tier.
@@ -103,19 +104,19 @@ class DelayConsumer(KafkaConsumer):
     next owner (after a restart or a rebalance) skips them instead of
     moving them again.
 
-    Parameters:
-      queue_topic(str): The topic of the queue the delayed jobs belong to.
-      delay_buffer(int): The most records held per partition.
-      **options: As for :class:`KafkaConsumer`.
+    Its queue's topic and ``delay_buffer`` (the most records held per
+    partition) come from the topology; its parameters are
+    :class:`KafkaConsumer`'s.
     """
 
     schedule_type = DelayPartition
 
-    def __init__(self, *, queue_topic: str, delay_buffer: int, **options: Any) -> None:
-        self.queue_topic = queue_topic
-        self.delay_buffer = delay_buffer
+    def __init__(self, *, queue_name: str, topology: Topology, **options: Any) -> None:
+        #: The topic of the queue the delayed jobs belong to.
+        self.queue_topic = topology.topic_name(q_name(queue_name))
+        self.delay_buffer = topology.queue_config(queue_name).delay_buffer
         self._next_release = math.inf  # epoch seconds
-        super().__init__(**options)
+        super().__init__(queue_name=queue_name, topology=topology, **options)
 
     def partition_buffer(self) -> int:
         return self.delay_buffer

@@ -166,7 +166,7 @@ class KafkaMetrics(Middleware):
                 )
             admin = self._admin
         totals = {}
-        for found in admin.queue_lags(sorted(broker.get_declared_queues()), broker):
+        for found in admin.queue_lags(sorted(broker.get_declared_queues()), broker.topology):
             if found.partitions is None:
                 continue
             for lag in found.partitions:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 from dramatiq.broker import MessageProxy
@@ -25,8 +24,10 @@ from .outcomes import Outcome, Requeue, RetryInPlace, ToDeadLetters, decide, is_
 from .partition_state import Job, JobState
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer, ThreadSends
-from .retry_policy import RetryPolicy
+from .queue_config import QueueConfig
 from .scheduling import Scheduler
+from .services import QueueServices
+from .topology import Topology
 
 #: Seconds before a refused dead letter is written again, doubling up to the cap.
 DEAD_LETTER_BACKOFF = 1.0
@@ -44,11 +45,10 @@ class JobSettling:
     producer: KafkaProducer
     dead_letters: DeadLetterWriter
     dead_letter_topic: str
-    retry_policy: Callable[[MessageProxy], RetryPolicy]
+    topology: Topology
+    config: QueueConfig
     ordered: bool
-    retry_mode: str
-    send_retry: Callable[[KafkaMessageProxy, int], object] | None
-    on_dead_letter: Callable[[KafkaMessageProxy, bool], None] | None
+    services: QueueServices
     _lock: threading.Lock
     _scheduler: Scheduler
     _closed: bool
@@ -150,8 +150,8 @@ class JobSettling:
         if message.outcome is not None:
             return message.outcome
         job = message._job
-        policy = self.retry_policy(message)
-        requeue = self.retry_mode == "requeue"
+        policy = self.topology.retry_policy(message)
+        requeue = self.config.retry_mode == "requeue"
         with self._lock:
             if requeue:
                 # A requeued job is a new record: its failures travel in the message.
@@ -225,11 +225,10 @@ class JobSettling:
         finished once Kafka has the copy.  If the copy cannot be sent, the
         job is retried in place instead (if the send did land after all, the
         job runs once more: at least once)."""
-        assert self.send_retry is not None
         job = message._job
         fallback = RetryInPlace(outcome.delay)
         try:
-            self.send_retry(message, outcome.delay)
+            self.services.requeue(message, outcome.delay)
         except Exception as e:  # Kafka unreachable, a topic that cannot be created, ...
             self.producer.take_thread_sends()
             self.logger.error("Could not send %s again: %s", message, e)
@@ -277,12 +276,11 @@ class JobSettling:
             error=error,
             reason=reason,
         )
-        if self.on_dead_letter is not None:
-            try:
-                self.on_dead_letter(message, exhausted)
-            except Exception:
-                # The dead letter is on its way: a broken hook must not stop it.
-                self.logger.exception("The dead-letter hooks of message %s failed.", message.message_id)
+        try:
+            self.services.dead_lettered(message, exhausted)
+        except Exception:
+            # The dead letter is on its way: a broken hook must not stop it.
+            self.logger.exception("The dead-letter hooks of message %s failed.", message.message_id)
 
     def _dead_letter(
         self,

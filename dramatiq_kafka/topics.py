@@ -3,17 +3,17 @@
 Every name is ``{prefix}{queue}``: the queue's topic, ``{prefix}{queue}.DQ``
 its delay topic (Dramatiq's ``dq_name``), and ``{prefix}{queue}.XQ`` (or the
 topic its ``DeadLetter`` names) its dead-letter topic.  The broker, the
-command, the metrics and the dashboard take them from here, as well as the
-settings a queue's topics are created with.  Creating them is ``admin.py``;
-which ``QueueConfig`` a queue has is the broker's.
+command, the metrics and the dashboard take them from here (through
+``topology.py``, which knows each queue's ``QueueConfig``), as well as the
+settings a queue's topics are created with.  Creating them is ``admin.py``'s.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
-from dramatiq.common import dq_name, q_name
+from dramatiq.common import q_name
 
 from .queue_config import QueueConfig
 
@@ -45,14 +45,6 @@ def queue_of(prefix: str, topic: str) -> str | None:
     return name
 
 
-class TopicNaming(Protocol):
-    """What names a queue's topics: a broker, or the command's settings."""
-
-    def topic_name(self, queue_name: str) -> str: ...
-
-    def dead_letter_topic(self, queue_name: str) -> str: ...
-
-
 class QueueTopics(NamedTuple):
     """The three topics of a queue."""
 
@@ -63,15 +55,6 @@ class QueueTopics(NamedTuple):
     def kinds(self) -> tuple[tuple[str, str], ...]:
         """``(kind, topic)`` of each, as the command lists them."""
         return (("queue", self.queue), ("delay", self.delay), ("dead letters", self.dead_letters))
-
-
-def queue_topics(naming: TopicNaming, queue_name: str) -> QueueTopics:
-    """The topics of ``queue_name`` as ``naming`` names them."""
-    return QueueTopics(
-        naming.topic_name(queue_name),
-        naming.topic_name(dq_name(queue_name)),
-        naming.dead_letter_topic(queue_name),
-    )
 
 
 def topic_specs(config: QueueConfig, topics: QueueTopics, *, delay_partitions: int) -> dict[str, NewTopic]:

@@ -29,7 +29,6 @@ from .admin import PartitionLag, TopicAdmin
 from .broker import KafkaBroker
 from .delays import TIER_BOUNDS, TIERS, tier_partitions
 from .status import read_status
-from .topics import queue_topics
 
 #: A status record older than this many of its intervals marks its process stale.
 STALE_INTERVALS = 3
@@ -69,7 +68,7 @@ class Dashboard:
         """Every topic a page may show: the queues', their delay and dead-letter topics."""
         topics: list[str] = []
         for queue in sorted(self.broker.get_declared_queues()):
-            topics += queue_topics(self.broker, queue)
+            topics += self.broker.topology.topics(queue)
         return topics
 
     def all_lags(self) -> dict[str, list[PartitionLag]]:
@@ -99,7 +98,7 @@ class Dashboard:
         lags = self.all_lags()
         rows = []
         for queue in sorted(self.broker.get_declared_queues()):
-            topic, delay_topic, dead_letter_topic = queue_topics(self.broker, queue)
+            topic, delay_topic, dead_letter_topic = self.broker.topology.topics(queue)
             partitions = lags.get(topic) or []
             delayed = lags.get(delay_topic) or []
             dead = lags.get(dead_letter_topic) or []
@@ -202,7 +201,7 @@ def make_app(broker: KafkaBroker, **options: Any) -> Callable[[dict[str, Any], S
         return page(f"Queue {name}", _table(header, rows) + "<h2>Delayed jobs</h2>" + delayed(name))
 
     def delayed(name: str) -> str:
-        lags = {p.partition: p.lag for p in dashboard.lag(queue_topics(broker, name).delay)}
+        lags = {p.partition: p.lag for p in dashboard.lag(broker.topology.topics(name).delay)}
         groups: dict[tuple[int, ...], list[int]] = {}
         for tier in range(TIERS):
             groups.setdefault(tuple(tier_partitions(tier, len(lags))), []).append(tier)

@@ -22,7 +22,8 @@ import dramatiq
 from ..admin import TopicAdmin
 from ..broker import BOOTSTRAP_SERVERS_ENV, KafkaBroker
 from ..errors import KafkaConnectionError
-from ..topics import dead_letter_topic_name, queue_of, topic_name
+from ..topics import queue_of
+from ..topology import Topology
 from .exits import UsageError
 from .properties import read_properties
 
@@ -73,8 +74,7 @@ def load_broker(spec: str) -> KafkaBroker:
 
 @dataclass
 class Context:
-    """What every command needs: the clients' settings and the topic names
-    (a :class:`~dramatiq_kafka.topics.TopicNaming`)."""
+    """What every command needs: the clients' settings and the topic names."""
 
     config: dict[str, Any]
     prefix: str
@@ -91,13 +91,10 @@ class Context:
     def bootstrap_servers(self) -> str:
         return str(self.config["bootstrap.servers"])
 
-    def topic_name(self, queue: str) -> str:
-        return topic_name(self.prefix, queue)
-
-    def dead_letter_topic(self, queue: str) -> str:
-        if self.broker is not None:
-            return self.broker.dead_letter_topic(queue)
-        return dead_letter_topic_name(self.prefix, queue)
+    @property
+    def topology(self) -> Topology:
+        """The queues' topics: the broker's, under ``--prefix`` when it was given."""
+        return (self.broker.topology if self.broker is not None else Topology()).with_prefix(self.prefix)
 
     def admin(self) -> TopicAdmin:
         check_reachable(self.bootstrap_servers, min(self.timeout, 5.0))

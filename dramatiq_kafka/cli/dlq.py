@@ -45,7 +45,7 @@ def filters_of(args: argparse.Namespace) -> Filters:
 
 
 def dead_letter_reader(args: argparse.Namespace, ctx: Context) -> DeadLetterReader:
-    topic = args.topic or ctx.dead_letter_topic(args.queue)
+    topic = args.topic or ctx.topology.dead_letter_topic(args.queue)
     check_reachable(ctx.bootstrap_servers, min(ctx.timeout, 5.0))
     return DeadLetterReader(
         ctx.config, topic, args.dlq_group or dlq_group_for(ctx.group), timeout=ctx.timeout
@@ -109,7 +109,7 @@ def cmd_dlq_show(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_dlq_replay(args: argparse.Namespace, ctx: Context) -> int:
     err = ctx.err
     reader = dead_letter_reader(args, ctx)
-    to_topic = ctx.topic_name(args.to) if args.to else None
+    to_topic = ctx.topology.topic_name(args.to) if args.to else None
     enabled = args.progress if args.progress is not None else err.isatty()
     bar = ProgressBar(err, f"Replaying {reader.topic}", enabled=enabled and not args.json)
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..delays import TIERS
 from ..errors import KafkaBrokerError
-from ..topics import queue_topics, topic_specs
+from ..topics import topic_specs
 from .connection import Context
 from .exits import EXIT_FAILED, EXIT_OK
 from .output import print_json, print_table
@@ -26,7 +26,7 @@ def cmd_topics(args: argparse.Namespace, ctx: Context) -> int:
         rows: list[tuple[object, ...]] = []
         data: list[dict[str, Any]] = []
         for queue in ctx.queues(topics, args.queue):
-            for kind, topic in queue_topics(ctx, queue).kinds():
+            for kind, topic in ctx.topology.topics(queue).kinds():
                 if topic not in topics:
                     rows.append((queue, kind, topic, "missing", "", ""))
                     data.append({"queue": queue, "kind": kind, "topic": topic, "exists": False})
@@ -66,7 +66,7 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
     specs = {}
     for queue in queues:
         config = broker.queue_config(queue)
-        specs.update(topic_specs(config, queue_topics(broker, queue), delay_partitions=TIERS))
+        specs.update(topic_specs(config, broker.topology.topics(queue), delay_partitions=TIERS))
     admin = ctx.admin()
     try:
         before = admin.topic_names()
@@ -83,7 +83,7 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
         admin.close()
     rows = []
     for queue in queues:
-        for topic in dict.fromkeys(queue_topics(broker, queue)):
+        for topic in dict.fromkeys(broker.topology.topics(queue)):
             state = "exists" if topic in before else ("created" if topic in after else "missing")
             if topic in short:
                 have, total = short[topic]
@@ -114,7 +114,7 @@ def cmd_lag(args: argparse.Namespace, ctx: Context) -> int:
     try:
         topics = admin.topic_names()
         data: list[dict[str, Any]] = []
-        for found in admin.queue_lags(ctx.queues(topics, args.queue), ctx, topics):
+        for found in admin.queue_lags(ctx.queues(topics, args.queue), ctx.topology, topics):
             if found.partitions is None:
                 if found.name == found.queue and args.queue:
                     raise KafkaBrokerError(
