@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 kafka:
-	$(PYTHON) dramatiq_kafka/localkafka.py fetch
+	$(PYTHON) scripts/localkafka.py fetch
 
 demo: setup kafka
 	$(PY) scripts/demo.py

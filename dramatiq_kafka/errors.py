@@ -4,7 +4,7 @@ Every error the package raises to its users is a :class:`KafkaBrokerError`
 (a Dramatiq ``BrokerError``), defined here; ``ContinuationError`` and
 ``InvalidContext`` are defined beside what raises them.  The errors of
 the command line (``cli/exits.py``) and of the local Kafka tool
-(``localkafka.py``) are theirs alone.  :class:`JobFailure` is what is kept
+(``localkafka/``) are theirs alone.  :class:`JobFailure` is what is kept
 of a job's error, not an error itself.
 """
 

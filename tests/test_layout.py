@@ -23,7 +23,7 @@ NOT_BROKER_ERRORS = {
     "dramatiq_kafka.continuation.Interrupted",
     # Caught where raised: a malformed trace header is ignored.
     "dramatiq_kafka.middleware.context_headers.MalformedTrace",
-    # The local Kafka tool runs without the package (python dramatiq_kafka/localkafka.py).
+    # The local Kafka tool runs without the package (python3 scripts/localkafka.py).
     "dramatiq_kafka.localkafka.LocalKafkaError",
     "dramatiq_kafka.localkafka.KafkaFetchError",
     "dramatiq_kafka.localkafka.KafkaStartError",

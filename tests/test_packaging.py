@@ -80,7 +80,11 @@ def test_the_wheel_has_the_launcher_the_licenses_and_complete_metadata(built: Bu
         names = set(wheel.namelist())
         (metadata_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         metadata = email.message_from_bytes(wheel.read(metadata_name))
-    for name in ("dramatiq_kafka/localkafka.py", "dramatiq_kafka/kafka-pom.xml", "dramatiq_kafka/py.typed"):
+    for name in (
+        "dramatiq_kafka/localkafka/__init__.py",
+        "dramatiq_kafka/kafka-pom.xml",
+        "dramatiq_kafka/py.typed",
+    ):
         assert name in names
     dist_info = metadata_name.rsplit("/", 1)[0]
     assert {f"{dist_info}/licenses/LICENSE", f"{dist_info}/licenses/COPYING"} <= names
@@ -117,7 +121,7 @@ def test_the_sdist_has_what_its_tests_need(built: Built) -> None:
         "examples/basic/tasks.py",
         "scripts/localkafka.py",
         "docs/testing.md",
-        "dramatiq_kafka/localkafka.py",
+        "dramatiq_kafka/localkafka/__init__.py",
         "dramatiq_kafka/kafka-pom.xml",
     ):
         assert name in names, name
