@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -22,7 +21,7 @@ from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
 from .delays import TIERS, DelayConsumer, delay_partition
 from .errors import ConfigurationError, JobFailure
-from .group import GroupMember
+from .members import GroupMembers
 from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders, Revocation
 from .middleware.boot import check_not_gevent
 from .producer import KafkaProducer, OutgoingRecord
@@ -40,10 +39,6 @@ from .signals import CachedSignals
 from .topics import topic_specs
 from .topology import DEFAULT_DEAD_LETTER, Topology
 from .wire import encode_message, message_headers
-
-#: Seconds the group member of a starting worker waits for all its queues' consumers
-#: before it subscribes (one rebalance, not one per queue).
-WORKER_BOOT_WAIT = 5.0
 
 #: Where the broker looks for Kafka when ``bootstrap_servers`` is not given.
 BOOTSTRAP_SERVERS_ENV = "DRAMATIQ_KAFKA_BOOTSTRAP_SERVERS"
@@ -183,13 +178,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self._topics_ensured: set[str] = set()
         self._partition_counts: dict[str, int] = {}
         self.failures_by_queue: dict[str, list[JobFailure]] = {}
-        # The process's members of the group (group.py): one, unless queues need
-        # different consumer settings or one queue is consumed twice in a process.
-        self._members: list[GroupMember] = []
-        self._members_lock = threading.Lock()
-        # The queues a starting worker will consume and has not asked for yet.
-        self._awaited: set[str] = set()
-        self._awaited_until = 0.0
+        self.group_members = GroupMembers(group_id)
 
         self.producer = KafkaProducer({**self.client_config, **producer_only, **(producer_config or {})})
         self.admin = TopicAdmin(self.client_config, group_id, timeout=request_timeout)
@@ -414,8 +403,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             # threads: the process's group member subscribes once they all came.
             whitelist = getattr(args[0], "consumer_whitelist", None) or set()
             queues = {q for q in self.queues if not whitelist or q in whitelist}
-            self._awaited = queues | {dq_name(q) for q in queues}
-            self._awaited_until = time.monotonic() + WORKER_BOOT_WAIT
+            self.group_members.await_queues(queues | {dq_name(q) for q in queues})
         super().emit_before(signal, *args, **kwargs)
 
     def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
@@ -440,7 +428,9 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         options: dict[str, Any] = dict(
             queue_name=queue_name,
             topology=self.topology,
-            member=self._member_for(self.topic_name(queue_name), self._consumer_client_config(queue_name)),
+            member=self.group_members.member_for(
+                queue_name, self.topic_name(queue_name), self._consumer_client_config(queue_name)
+            ),
             prefetch=prefetch,
             timeout=timeout,
             producer=self.producer,
@@ -448,38 +438,10 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             services=self.services,
             settle_timeout=self.dispatch.sync_timeout,
         )
-        self._awaited.discard(queue_name)
         if queue_name in self.delay_queues:
             self.ensure_topics(q_name(queue_name))
             return DelayConsumer(**options)
         return KafkaConsumer(**options)
-
-    def _member_for(self, topic: str, config: dict[str, Any]) -> GroupMember:
-        """The process's group member that fetches ``topic``.
-
-        With KIP-848's protocol, the one with these settings, unless it consumes ``topic``
-        already (two workers in one process): its range assignor spreads each topic over
-        the group's members.  With the classic protocol, one per topic: librdkafka's
-        cooperative-sticky assignor balances the number of partitions per member, not per
-        topic, and moved whole topics (one member held every partition of the queue, the
-        other those of its delay queue and ran no job).
-        """
-        with self._members_lock:
-            pid = os.getpid()
-            # Members of a parent process are no use after a fork, nor closed ones (their
-            # consumers left, or failed and were replaced).
-            self._members = [m for m in self._members if m.pid == pid and not m.closed]
-            for member in self._members:
-                if member.shared and member.config == config and not member.serves(topic):
-                    return member
-            shared = config.get("group.protocol", "classic") == "consumer"
-            name = f"group {self.group_id!r}" if shared else repr(topic)
-            member = GroupMember(config, name=name, hold=self._worker_booting)
-            self._members.append(member)
-            return member
-
-    def _worker_booting(self) -> bool:
-        return bool(self._awaited) and time.monotonic() < self._awaited_until
 
     def _consumer_client_config(self, queue_name: str) -> dict[str, Any]:
         """The librdkafka settings of a queue's consumer: where a new group starts."""

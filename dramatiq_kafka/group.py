@@ -6,7 +6,7 @@ partitions and gets its records from a :class:`GroupMember`, a librdkafka consum
 With KIP-848's protocol (``group.protocol=consumer``) they all share one, subscribed
 to all their topics: a process is then one member of its group and holds one set of
 connections and librdkafka threads, whatever the number of queues.  With the classic
-protocol each has its own (see ``KafkaBroker._member_for`` for why).
+protocol each has its own (see ``GroupMembers.member_for`` for why).
 
 The member's thread is the only one that calls the client.  It hands each fetched record
 to the consumer of the record's topic and wakes it, serves the rebalance callbacks
@@ -110,7 +110,7 @@ class GroupMember:
         self.name = name
         self.hold = hold
         self.pid = os.getpid()
-        #: Whether queues share it: with KIP-848's protocol only (see ``KafkaBroker._member_for``).
+        #: Whether queues share it: with KIP-848's protocol only (see ``GroupMembers.member_for``).
         self.shared = config.get("group.protocol", "classic") == "consumer"
         self.rejoin_timeout = (
             REJOIN_SESSIONS * int(config.get("session.timeout.ms", DEFAULT_SESSION_MS)) / 1000

@@ -177,6 +177,6 @@ def test_a_consumer_started_again_and_again_leaves_no_closed_kafka_consumer_behi
             consumer = broker.consume("again", prefetch=1, timeout=100)
             next(consumer)
             consumer.close()
-        assert len(broker._members) == 1
+        assert len(broker.group_members.members) == 1
     finally:
         broker.close()
