@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any
 
 import dramatiq
 from dramatiq.broker import Consumer, MessageProxy
-from dramatiq.common import current_millis, dq_name, q_name
+from dramatiq.common import dq_name, q_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware, Retries
@@ -19,12 +18,14 @@ from .admin import TopicAdmin
 from .client_scopes import split_config
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
-from .delays import TIERS, DelayConsumer, delay_partition
-from .errors import ConfigurationError, JobFailure
+from .delay_consumer import DelayConsumer
+from .delays import TIERS, as_sent, delay_partition
+from .deliveries import OutgoingRecord
+from .errors import JobFailure
 from .members import GroupMembers
 from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders, Revocation
 from .middleware.boot import check_not_gevent
-from .producer import KafkaProducer, OutgoingRecord
+from .producer import KafkaProducer
 from .queue_config import (
     DeadLetter,
     QueueConfig,
@@ -326,7 +327,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         for message in messages:
             # Checked first, as Dramatiq's brokers do: an unknown queue is the error to report.
             self._check_declared(message.queue_name)
-            message, message_delay = self._with_eta(message, delay)
+            message, message_delay = as_sent(message, delay)
             queue_name = message.queue_name
             self.emit_before("enqueue", message, message_delay)
             self.ensure_topics(queue_name)
@@ -349,34 +350,6 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         for message, message_delay in prepared:
             self.emit_after("enqueue", message, message_delay)
         return [message for message, _ in prepared]
-
-    def _with_eta(self, message: Message[Any], delay: int | None) -> tuple[Message[Any], int | None]:
-        """The message as it goes to Kafka, and its delay: a ``delay`` or a
-        future ``eta`` option sends it to the delay queue."""
-        eta = message.options.get("eta")
-        if delay is None and eta is not None and not message.queue_name.endswith(".DQ"):
-            if isinstance(eta, datetime):
-                if eta.tzinfo is None:
-                    raise ConfigurationError(
-                        f"message {message.message_id}: eta={eta!r} has no time zone; "
-                        "give an aware datetime (datetime.now(UTC) + ...)"
-                    )
-                eta = int(eta.timestamp() * 1000)
-            if isinstance(eta, bool) or not isinstance(eta, (int, float)):
-                raise ConfigurationError(
-                    f"message {message.message_id}: eta={eta!r} must be milliseconds since the epoch "
-                    "or a timezone-aware datetime"
-                )
-            delay = int(eta) - current_millis()
-            if delay <= 0:
-                message = message.copy()
-                del message.options["eta"]
-                return message, None
-        if delay is None:
-            return message, None
-        delay = max(0, delay)
-        queue_name = dq_name(q_name(message.queue_name))
-        return message.copy(queue_name=queue_name, options={"eta": current_millis() + delay}), delay
 
     def _delay_partition(self, topic: str, delay: int) -> int | None:
         """The partition of the delay topic for ``delay`` (see delays.py)."""

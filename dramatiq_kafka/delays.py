@@ -1,43 +1,31 @@
-"""Delayed messages: the delay topic (``{queue}.DQ``) and its consumer.
+"""Delayed messages: which ones are delayed, and where in the delay topic they go.
 
-A delayed message is written to its queue's delay topic, in the partition
-of its *tier*: delays of similar length share partitions, so the records of
-one partition fall due roughly in the order they were written.  The delay
-topic's consumer holds a bounded number of records per partition in memory,
-sorted by due time, and moves each one to its queue's topic when it is due;
-a partition holding ``delay_buffer`` records pauses its fetching until one
-leaves.  The delayed record's offset is committed only once Kafka has the
-record in the queue's topic, so a crash loses nothing (it may move a job
-twice: at least once).  See ``docs/delays.md``.
+A message sent with a ``delay`` or a future ``eta`` is written to its
+queue's delay topic (``{queue}.DQ``), in the partition of its *tier*: delays
+of similar length share partitions, so the records of one partition fall
+due roughly in the order they were written.  The delay topic's consumer,
+which moves each record to its queue when due, is ``delay_consumer.py``.
+See ``docs/delays.md``.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
-import math
 from bisect import bisect_left
-from typing import Any, NamedTuple
+from datetime import datetime
+from typing import Any, TypeGuard
 
-from confluent_kafka import KafkaError, TopicPartition
-from confluent_kafka import Message as KafkaRecord
-from dramatiq.broker import MessageProxy
-from dramatiq.common import current_millis, q_name
-from dramatiq.errors import DecodeError
+from dramatiq.common import current_millis, dq_name, q_name
 from dramatiq.message import Message
 
-from .consumer import KafkaConsumer
-from .errors import DeliveryError
-from .partition_state import PartitionSchedule
-from .topology import Topology
-from .wire import decode_message, encode_message, headers_of
+from .errors import ConfigurationError
+
+__all__ = ["TIERS", "TIER_BOUNDS", "as_sent", "delay_partition", "delay_tier", "is_eta", "tier_partitions"]
 
 #: Upper bounds (ms) of the delay tiers; delays above the last share one tier.
 TIER_BOUNDS = (1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000, 21_600_000, 86_400_000)
 #: How many tiers there are.
 TIERS = len(TIER_BOUNDS) + 1
-#: Seconds before a release that Kafka refused is tried again.
-RELEASE_RETRY = 1.0
 
 _spread = itertools.count()
 
@@ -62,184 +50,40 @@ def delay_partition(delay: int, partitions: int) -> int:
     return choices[next(_spread) % len(choices)]
 
 
-class HeldRecord(NamedTuple):
-    """A delayed record waiting in memory until ``eta`` (epoch ms)."""
-
-    eta: int
-    offset: int
-    record: KafkaRecord
-    message: Message[Any]
+def is_eta(eta: object) -> TypeGuard[int | float]:
+    """Whether an ``eta`` option is one: milliseconds since the epoch."""
+    return not isinstance(eta, bool) and isinstance(eta, (int, float))
 
 
-class DelayPartition(PartitionSchedule):
-    """A partition of a delay topic: what it holds besides its offsets.
+def as_sent(message: Message[Any], delay: int | None) -> tuple[Message[Any], int | None]:
+    """The message as it goes to Kafka, and its delay (ms): a ``delay`` or a
+    future ``eta`` option sends it to its delay queue.
 
-    Attributes:
-      held: Delayed records waiting until they are due, a heap by ``eta``.
-      releasing: Due records sent to their queue and not yet acknowledged.
+    Raises:
+      ConfigurationError: When its ``eta`` is neither epoch milliseconds nor
+        a timezone-aware datetime.
     """
-
-    def __init__(self, partition: int, **options: Any) -> None:
-        super().__init__(partition, **options)
-        self.held: list[HeldRecord] = []
-        self.releasing = 0
-
-    def wants_pause(self) -> bool:
-        # Releases not yet acknowledged count too: a slow Kafka must not let
-        # them pile up in the producer.
-        return self.blocked or len(self.held) + self.releasing >= self.buffer_limit
-
-
-class DelayConsumer(KafkaConsumer):
-    """Consumes a delay topic and moves each record to ``queue_topic`` when due.
-
-    It hands no message to Dramatiq's worker (``__next__`` always ends in
-    ``None``): records are held here, never in the worker's memory, and
-    moved by this consumer's own thread.  The moved record keeps its key
-    and headers (the carried context among them); its value loses ``eta``.
-
-    A long delay holds back the commit of its partition, so the records
-    moved since it was written are listed in the commit's metadata (as the
-    jobs finished behind a waiting one are by :class:`KafkaConsumer`): the
-    next owner (after a restart or a rebalance) skips them instead of
-    moving them again.
-
-    Its queue's topic and ``delay_buffer`` (the most records held per
-    partition) come from the topology; its parameters are
-    :class:`KafkaConsumer`'s.
-    """
-
-    schedule_type = DelayPartition
-
-    def __init__(self, *, queue_name: str, topology: Topology, **options: Any) -> None:
-        #: The topic of the queue the delayed jobs belong to.
-        self.queue_topic = topology.topic_name(q_name(queue_name))
-        self.delay_buffer = topology.queue_config(queue_name).delay_buffer
-        self._next_release = math.inf  # epoch seconds
-        super().__init__(queue_name=queue_name, topology=topology, **options)
-
-    def partition_buffer(self) -> int:
-        return self.delay_buffer
-
-    def _hand_out(self, now: float) -> MessageProxy | None:
-        # Nothing for Dramatiq's worker: due records are moved by this thread.
-        self._next_release = self._release_due()
-        return None
-
-    def _next_due(self, now: float) -> float:
-        # The next release is on the wall clock (an eta).
-        return min(super()._next_due(now), now + self._next_release - current_millis() / 1000)
-
-    def accept(self, records: list[KafkaRecord]) -> None:
-        # One poll serves every topic of the process: records of a partition past its
-        # buffer are not taken, and fetched again once it has room.
-        refused: dict[int, int] = {}
-        for record in records:
-            partition = record.partition() or 0
-            if partition not in refused and not self._full(partition):
-                self._accept(record)
-            else:
-                refused.setdefault(partition, record.offset() or 0)
-        if refused:
-            self._apply_brakes()  # on the member's thread: paused before the seek
-            self.member.seek([TopicPartition(self.topic, p, offset) for p, offset in refused.items()])
-        self._wake()
-
-    def _full(self, partition: int) -> bool:
-        with self._lock:
-            state = self._delay_partition(partition)
-            return state is not None and len(state.held) + state.releasing >= self.delay_buffer
-
-    def _delay_partition(self, partition: int) -> DelayPartition | None:
-        state = self._partitions.get(partition)
-        return state if isinstance(state, DelayPartition) and not state.revoked else None
-
-    def _accept(self, record: KafkaRecord) -> None:
-        offset, partition = record.offset() or 0, record.partition() or 0
-        with self._lock:
-            state = self._delay_partition(partition)
-            if state is None or state.finished_earlier(offset):  # moved by an earlier owner
-                return
-        try:
-            message = decode_message(record.value(), self.queue_name)
-        except DecodeError as e:
-            key = record.key()
-            with self._lock:
-                job = state.adopt(offset, key if isinstance(key, bytes) else None, record)
-            if job is not None:
-                self._dead_letter_undecodable(job, e)
-            return
-        eta = message.options.get("eta")
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)):
-            self.logger.warning(
-                "Delayed message %s has no valid eta (%r): it is due now.", message.message_id, eta
+    eta = message.options.get("eta")
+    if delay is None and eta is not None and not message.queue_name.endswith(".DQ"):
+        if isinstance(eta, datetime):
+            if eta.tzinfo is None:
+                raise ConfigurationError(
+                    f"message {message.message_id}: eta={eta!r} has no time zone; "
+                    "give an aware datetime (datetime.now(UTC) + ...)"
+                )
+            eta = int(eta.timestamp() * 1000)
+        if not is_eta(eta):
+            raise ConfigurationError(
+                f"message {message.message_id}: eta={eta!r} must be milliseconds since the epoch "
+                "or a timezone-aware datetime"
             )
-            eta = message.options["eta"] = 0
-        with self._lock:
-            state.offsets.track(offset)
-            heapq.heappush(state.held, HeldRecord(int(eta), offset, record, message))
-
-    def _finish_offset(self, state: DelayPartition, offset: int) -> None:
-        """The record at ``offset`` is in its queue (under the lock)."""
-        state.offsets.mark_done(offset)
-        self._finished_since_commit += 1
-
-    def _release_due(self) -> float:
-        """Move every due record to its queue; return when (epoch seconds)
-        the next held record falls due."""
-        now = current_millis()
-        due: list[tuple[DelayPartition, HeldRecord]] = []
-        next_due = float("inf")
-        with self._lock:
-            for state in self._partitions.values():
-                assert isinstance(state, DelayPartition)
-                while state.held and state.held[0].eta <= now:
-                    due.append((state, heapq.heappop(state.held)))
-                    state.releasing += 1
-                if state.held:
-                    next_due = min(next_due, state.held[0].eta / 1000)
-        for state, held in due:
-            self._release(state, held)
-        return next_due
-
-    def _release(self, state: DelayPartition, held: HeldRecord) -> None:
-        message = held.message.copy(queue_name=q_name(self.queue_name))
-        del message.options["eta"]
-
-        def on_delivery(error: KafkaError | None) -> None:
-            if error is None:
-                with self._lock:
-                    state.releasing -= 1
-                    self._finish_offset(state, held.offset)
-                    paused = state.paused
-                if paused:
-                    self._wake()  # room again: the brakes may resume the partition
-            else:
-                self._hold_again(state, held, error)
-
-        try:
-            self.producer.send(
-                self.queue_topic,
-                encode_message(message),
-                message_id=message.message_id,
-                key=held.record.key(),
-                headers=headers_of(held.record),
-                on_delivery=on_delivery,
-                retried_by_caller=True,
-            )
-        except DeliveryError as e:
-            self._hold_again(state, held, e)
-
-    def _hold_again(self, state: DelayPartition, held: HeldRecord, error: object) -> None:
-        """Kafka did not take a due record: hold it a little longer."""
-        self.logger.error(
-            "Could not move delayed message %s to %r (%s); trying again in %.0fs.",
-            held.message.message_id,
-            self.queue_topic,
-            error,
-            RELEASE_RETRY,
-        )
-        retry = held._replace(eta=current_millis() + int(RELEASE_RETRY * 1000))
-        with self._lock:
-            state.releasing -= 1
-            heapq.heappush(state.held, retry)
+        delay = int(eta) - current_millis()
+        if delay <= 0:
+            message = message.copy()
+            del message.options["eta"]
+            return message, None
+    if delay is None:
+        return message, None
+    delay = max(0, delay)
+    queue_name = dq_name(q_name(message.queue_name))
+    return message.copy(queue_name=queue_name, options={"eta": current_millis() + delay}), delay

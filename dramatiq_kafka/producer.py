@@ -13,7 +13,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -21,9 +20,18 @@ from dramatiq.logging import get_logger
 
 from .client_errors import ClientErrors
 from .client_log import create_client
+from .deliveries import (
+    DEFAULT_MESSAGE_MAX_BYTES,
+    DeliveryReports,
+    OutgoingRecord,
+    ThreadSends,
+    failure_reason,
+)
 from .errors import BufferFull, DeliveryError, DeliveryTimeout, KafkaConnectionError
 from .events import EVENTS
 from .wire import Headers, message_id_of
+
+__all__ = ["PRODUCER_DEFAULTS", "DeliveryCallback", "KafkaProducer", "OutgoingRecord", "ThreadSends"]
 
 #: Called with the delivery error (or ``None``) of one record.
 DeliveryCallback = Callable[[KafkaError | None], None]
@@ -39,24 +47,12 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "sticky.partitioning.linger.ms": 0,
 }
 
-#: How many failed async deliveries are kept for ``flush()`` to report.
-MAX_REMEMBERED_FAILURES = 1000
 #: Seconds between two looks for an authentication failure while waiting.
 AUTH_CHECK_SLICE = 0.25
 #: Seconds the exit flush goes on once librdkafka said every broker is
 #: down (and nothing was delivered since): the records are lost either way,
 #: and a process must not hang for ``flush_timeout`` on its way out.
 EXIT_UNREACHABLE_GRACE = 5.0
-#: librdkafka's default ``message.max.bytes``.
-DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
-
-
-def record_size(value: bytes | None, key: bytes | None, headers: Headers | None) -> int:
-    """The bytes of a record as librdkafka counts them against ``message.max.bytes``."""
-    size = len(value or b"") + len(key or b"")
-    for name, header in headers or []:
-        size += len(name) + len(header or b"")
-    return size
 
 
 #: A sending thread serves the delivery reports waiting for it after this
@@ -73,102 +69,6 @@ _pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 
 
-class DeliveryReports:
-    """Counts and remembers the failures of asynchronous sends."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.failed = 0
-        self._failures: list[tuple[str, str]] = []
-
-    def record(self, message_id: str, error: KafkaError | str) -> None:
-        with self._lock:
-            self.failed += 1
-            if len(self._failures) < MAX_REMEMBERED_FAILURES:
-                self._failures.append((message_id, str(error)))
-
-    def take(self) -> list[tuple[str, str]]:
-        """Return and forget the failures seen since the last call."""
-        with self._lock:
-            failures, self._failures = self._failures, []
-            return failures
-
-
-@dataclass(slots=True)
-class OutgoingRecord:
-    """A record to send: where, what, and the message it carries."""
-
-    topic: str
-    value: bytes
-    message_id: str
-    key: bytes | None = None
-    headers: Headers | None = None
-    #: ``None`` leaves the partition to the key (or spreads keyless records).
-    partition: int | None = None
-
-
-class ThreadSends:
-    """The sends one thread made since its last job finished.
-
-    A job that enqueues (Dramatiq's retries, a delayed message handed back
-    to its queue, a job sending another) must not be committed before Kafka
-    has those records, or a crash in between would lose them.
-    """
-
-    def __init__(self, on_report: Callable[[KafkaError | None, Message], None] | None = None) -> None:
-        self._on_report = on_report
-        # The delivery callback of every plain async send of this thread:
-        # one bound method for all of them, where a closure per send cost an
-        # allocation that lived until the report (and the GC's time).
-        self.callback = self._delivered
-        self._settled = threading.Condition()
-        # Only the owning thread sends, so ``sent`` needs no lock (it is on
-        # every send's path); reports may come from any thread that polls.
-        self.sent_count = 0
-        self.reported_count = 0
-        self.failed = 0
-        self._when_settled: Callable[[bool], object] | None = None
-
-    @property
-    def pending(self) -> int:
-        return self.sent_count - self.reported_count
-
-    def sent(self) -> None:
-        self.sent_count += 1
-
-    def reported(self, error: KafkaError | None) -> None:
-        callback = None
-        with self._settled:
-            self.reported_count += 1
-            self.failed += error is not None
-            if self.reported_count >= self.sent_count:
-                self._settled.notify_all()
-                callback, self._when_settled = self._when_settled, None
-        if callback is not None:
-            callback(not self.failed)
-
-    def when_settled(self, callback: Callable[[bool], object]) -> None:
-        """Call ``callback(delivered)`` once every send has its report (at
-        once if they all have): ``delivered`` tells whether all succeeded.
-        The owning thread must have stopped sending through this object."""
-        with self._settled:
-            if self.reported_count < self.sent_count:
-                self._when_settled = callback
-                return
-        callback(not self.failed)
-
-    def _delivered(self, error: KafkaError | None, record: Message) -> None:
-        self.reported(error)
-        if self._on_report is not None:
-            self._on_report(error, record)
-
-    def wait(self, timeout: float) -> bool:
-        """Whether every send was delivered within ``timeout`` seconds."""
-        with self._settled:
-            self._settled.wait_for(lambda: self.reported_count >= self.sent_count, timeout)
-            return self.reported_count >= self.sent_count and not self.failed
-
-
 class KafkaProducer:
     """A lazily created, fork-safe wrapper around ``confluent_kafka.Producer``.
 
@@ -180,6 +80,8 @@ class KafkaProducer:
     def __init__(self, config: dict[str, Any], *, flush_timeout: float = 30.0) -> None:
         self.logger = get_logger(__name__, type(self))
         self.config = {**PRODUCER_DEFAULTS, **config}
+        #: The largest record the producer sends (its ``message.max.bytes``).
+        self.max_bytes = int(self.config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
         self.flush_timeout = flush_timeout
         self.reports = DeliveryReports()
         self._lock = threading.Lock()
@@ -291,7 +193,9 @@ class KafkaProducer:
         message_id = message_id_of(record.value())
         # A delivery report carries no headers: the size named for a record
         # too large counts its value and key.
-        reason = self._describe(error, topic, record.value(), record.key(), None, local=False)
+        reason = failure_reason(
+            error, topic, record.value(), record.key(), None, local=False, max_bytes=self.max_bytes
+        )
         self.reports.record(message_id, reason)
         self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, reason)
 
@@ -371,7 +275,9 @@ class KafkaProducer:
                 else:
                     EVENTS.delivery_failed(topic)
                 if error is not None and not retried_by_caller:
-                    reason = self._describe(error, topic, value, key, headers, local=False)
+                    reason = failure_reason(
+                        error, topic, value, key, headers, local=False, max_bytes=self.max_bytes
+                    )
                     self.reports.record(message_id, reason)
                     self.logger.error("Failed to deliver message %s to %r: %s", message_id, topic, reason)
                 if on_delivery is not None:
@@ -395,7 +301,9 @@ class KafkaProducer:
             ) from None
         except KafkaException as e:
             sends.reported(e.args[0])
-            reason = self._describe(e.args[0], topic, value, key, headers, local=True)
+            reason = failure_reason(
+                e.args[0], topic, value, key, headers, local=True, max_bytes=self.max_bytes
+            )
             raise DeliveryError(
                 f"Kafka refused message {message_id}: {reason}", [(message_id, reason)]
             ) from e
@@ -404,36 +312,6 @@ class KafkaProducer:
         if self._sends_since_poll >= SENDS_PER_POLL:
             self._sends_since_poll = 0
             self._poll(producer, 0)
-
-    def _describe(
-        self,
-        error: KafkaError,
-        topic: str,
-        value: bytes | None,
-        key: bytes | None,
-        headers: Headers | None,
-        *,
-        local: bool,
-    ) -> str:
-        """The reason of a failed send, in words for a record too large."""
-        if error.code() != KafkaError.MSG_SIZE_TOO_LARGE:
-            return str(error)
-        size = record_size(value, key, headers)
-        if local:
-            limit = self.config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)
-            return (
-                f"the record is {size} bytes, more than the producer's message.max.bytes ({limit}) "
-                f"allows: {error}. Raise it in KafkaBroker(producer_config={{'message.max.bytes': ...}}) "
-                f"and the topic's max.message.bytes with it (QueueConfig(topic_config=...) at creation, "
-                f"kafka-configs for an existing topic), or send a reference to the data instead"
-            )
-        # Kafka judges batches: a small record shares the fate of a large one sent with it.
-        return (
-            f"topic {topic!r} refused the batch of this {size}-byte record as too large "
-            f"(see the topic's max.message.bytes): {error}. Raise the topic's max.message.bytes "
-            f"(QueueConfig(topic_config=...) at creation, kafka-configs for an existing topic), or "
-            f"send a reference to the data instead"
-        )
 
     def send_all(self, records: list[OutgoingRecord], *, timeout: float | None = None) -> None:
         """Send records; with a ``timeout``, wait until Kafka acknowledged
@@ -490,7 +368,9 @@ class KafkaProducer:
             for message_id, error in outcomes.items():
                 if error is not None:
                     r = by_id[message_id]
-                    reason = self._describe(error, r.topic, r.value, r.key, r.headers, local=False)
+                    reason = failure_reason(
+                        error, r.topic, r.value, r.key, r.headers, local=False, max_bytes=self.max_bytes
+                    )
                     failures.append((message_id, reason))
             refused = {message_id for message_id, _ in failures}
             unreported = [

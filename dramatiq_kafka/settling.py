@@ -18,12 +18,13 @@ from typing import Any
 from dramatiq.broker import MessageProxy
 
 from .dead_letters import DeadLetterWriter
+from .deliveries import ThreadSends
 from .errors import DeliveryError
 from .events import EVENTS
 from .outcomes import Outcome, Requeue, RetryInPlace, ToDeadLetters, decide, is_failure
 from .partition_state import Job, JobState
 from .partitions import KafkaMessageProxy
-from .producer import KafkaProducer, ThreadSends
+from .producer import KafkaProducer
 from .queue_config import QueueConfig
 from .scheduling import Scheduler
 from .services import QueueServices
