@@ -10,8 +10,9 @@ protocol each has its own (see ``GroupMembers.member_for`` for why).
 
 The member's thread is the only one that calls the client.  It hands each fetched record
 to the consumer of the record's topic and wakes it, serves the rebalance callbacks
-(revoking the partitions of every topic at once, within one grace period) and commits
-the finished offsets of every consumer in one request.  What a consumer asks of Kafka
+(``rebalances.py``: the partitions of every topic revoked at once, within one grace
+period) and commits the finished offsets of every consumer in one request.  Its
+client's settings are ``consumer_settings.py``'s.  What a consumer asks of Kafka
 from its own thread (pause, resume, a last commit) is queued for the member's thread:
 with confluent-kafka 2.16, ``pause()`` from another thread while one is inside
 ``consume()`` did not return for minutes.
@@ -22,8 +23,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer as ConfluentConsumer
@@ -31,43 +32,12 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaRecord
 from dramatiq.logging import get_logger
 
-from .client_errors import ClientErrors
-from .client_log import with_log
+from .consumer_settings import new_client
 from .errors import KafkaConnectionError
+from .rebalances import Rebalances, by_topic
 
 if TYPE_CHECKING:
     from .consumer import KafkaConsumer
-
-#: Settings every worker consumer gets; the user's config may override them.
-CONSUMER_DEFAULTS: dict[str, Any] = {
-    "enable.auto.commit": False,
-    "enable.auto.offset.store": False,
-    "auto.offset.reset": "earliest",
-    # Bounds the records librdkafka keeps fetched ahead (default 64 MiB).
-    "queued.max.messages.kbytes": 16384,
-    # Per partition (default 100,000): the byte bound counts compressed
-    # batches, so under a deep backlog librdkafka held ten times as much
-    # decompressed (a worker at 160 MB with 200,000 jobs waiting, 193 MB
-    # with 400,000).  1,000 matches the consumers' own per-partition buffer.
-    "queued.min.messages": 1000,
-    # A partition over that bound is fetched again after this (default
-    # 1000 ms, which idled partitions that drained within a second).
-    "fetch.queue.backoff.ms": 20,
-}
-
-#: Classic-protocol defaults; the KIP-848 protocol (``group.protocol=consumer``)
-#: refuses them: the broker assigns and paces the group there.
-CLASSIC_GROUP_DEFAULTS: dict[str, Any] = {
-    "partition.assignment.strategy": "cooperative-sticky",
-    # Members learn of a rebalance at their next heartbeat (default 3 s).
-    "heartbeat.interval.ms": 1000,
-}
-
-#: KIP-848 defaults.  The broker's default assignor ("uniform") balances the number of
-#: partitions per member, not per topic: with two members, one held every partition of
-#: two queues and the other those of the third.  "range" spreads each topic over the
-#: members, and the protocol still moves only the partitions that change hands.
-CONSUMER_GROUP_DEFAULTS: dict[str, Any] = {"group.remote.assignor": "range"}
 
 #: The longest a single poll blocks, so that commits stay timely while idle.
 POLL_SLICE = 0.1
@@ -125,9 +95,12 @@ class GroupMember:
         self._client: ConfluentConsumer | None = None
         self._opened = False
         self._thread: threading.Thread | None = None
-        # When the group took this member's partitions without a revocation;
-        # None while it is (or is becoming) a member.
-        self._lost_at: float | None = None
+        self.rebalances = Rebalances(
+            routes=self._routes,
+            subscribed=lambda: self._subscribed or (),
+            commit=lambda offsets: self.commit(offsets, asynchronous=False),
+            logger=self.logger,
+        )
         # What other threads asked of the client, for the member's thread.
         self._requests: deque[Callable[[ConfluentConsumer], Any]] = deque()
 
@@ -188,12 +161,7 @@ class GroupMember:
             return dict(self._consumers)
 
     def _new_client(self) -> ConfluentConsumer:
-        protocol_defaults = CONSUMER_GROUP_DEFAULTS if self.shared else CLASSIC_GROUP_DEFAULTS
-        config = {**CONSUMER_DEFAULTS, **protocol_defaults, **self.config}
-        # Refused credentials come out of consume() as an AuthenticationError.
-        errors = ClientErrors(config, f"consumer of {self.name}", raise_failure=True)
-        config = with_log(config, f"consumer of {self.name}")
-        return ConfluentConsumer({**config, "on_commit": self._on_commit, "error_cb": errors})
+        return new_client(self.config, name=self.name, shared=self.shared, on_commit=self._on_commit)
 
     # -- what consumers ask of Kafka -----------------------------------------------------------------
 
@@ -283,7 +251,7 @@ class GroupMember:
         if error is not None:
             self.logger.warning("Offset commit failed (will retry): %s", error)
         routes = self._routes()
-        for topic, tps in _by_topic(partitions).items():
+        for topic, tps in by_topic(partitions).items():
             consumer = routes.get(topic)
             if consumer is not None:
                 consumer.committed(error, tps)
@@ -333,7 +301,7 @@ class GroupMember:
         for record in records:
             if record.error() is not None:
                 self._fetch_error(record)
-        fetched = _by_topic(record for record in records if record.error() is None)
+        fetched = by_topic(record for record in records if record.error() is None)
         routes = self._routes()
         for topic, records in fetched.items():
             consumer = routes.get(topic)
@@ -380,7 +348,12 @@ class GroupMember:
             if self._subscribed is None and self.shared and self.hold():
                 return
             self._subscribed = topics
-        client.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        client.subscribe(
+            topics,
+            on_assign=self.rebalances.assigned,
+            on_revoke=self.rebalances.revoked,
+            on_lost=self.rebalances.lost,
+        )
 
     def _commit_when_due(self, now: float) -> None:
         offsets = [tp for consumer in self._routes().values() for tp in consumer.commit_when_due(now)]
@@ -417,15 +390,16 @@ class GroupMember:
         and never sent them, and closing the client waited on them for good.
         A new client joins the group as a new member.
         """
-        if self._lost_at is None or now - self._lost_at <= self.rejoin_timeout:
+        lost_at = self.rebalances.lost_at
+        if lost_at is None or now - lost_at <= self.rejoin_timeout:
             return
         self.logger.warning(
             "The consumer of %s lost its partitions %.0f s ago and has not rejoined its group "
             "since: starting a new one.",
             self.name,
-            now - self._lost_at,
+            now - lost_at,
         )
-        self._lost_at = None
+        self.rebalances.lost_at = None
         with self._lock:
             if self._client is not client:
                 return
@@ -433,71 +407,6 @@ class GroupMember:
             self._subscribed = None
             self._start_thread()
         _close_in_background(client, self.logger)
-
-    # -- rebalance -----------------------------------------------------------------------------------
-
-    def _on_assign(self, client: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
-        # Even an empty assignment means the member joined a generation.
-        self._lost_at = None
-        by_topic = _by_topic(partitions)
-        subscribed = set(self._subscribed or ())
-        for topic, consumer in self._routes().items():
-            if topic in subscribed:
-                consumer.assigned(sorted(tp.partition for tp in by_topic.get(topic, [])))
-
-    def _on_revoke(self, client: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
-        routes = self._routes()
-        revoking = []
-        for topic, tps in _by_topic(partitions).items():
-            numbers = [tp.partition for tp in tps]
-            consumer = routes.get(topic)
-            if consumer is None:
-                _resume(client, tps)  # librdkafka keeps a pause across revocations
-            else:
-                revoking.append((consumer, numbers, consumer.revoking(numbers)))
-        if not revoking:
-            return
-        # Jobs already running may finish within the grace period: their offsets are
-        # committed below and the new owner does not repeat them.  Long ones see
-        # revoked() and may stop early.
-        deadline = time.monotonic() + max(consumer.revoke_grace for consumer, _, _ in revoking)
-        for consumer, _, states in revoking:
-            consumer.wait_settled(states, deadline)
-        offsets = [
-            tp for consumer, numbers, _ in revoking for tp in consumer.commit_positions(numbers, final=True)
-        ]
-        try:
-            self.commit(offsets, asynchronous=False)
-        except KafkaException as e:
-            self.logger.warning("Offset commit failed: %s", e.args[0])
-        for consumer, numbers, _ in revoking:
-            consumer.forget(numbers)
-
-    def _on_lost(self, client: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
-        # The group moved on without us: another member may already own
-        # these partitions, so committing now could skip its work.
-        routes = self._routes()
-        for topic, tps in _by_topic(partitions).items():
-            consumer = routes.get(topic)
-            _resume(client, tps)
-            if consumer is not None:
-                consumer.lost([tp.partition for tp in tps])
-        self._lost_at = time.monotonic()
-
-
-def _by_topic(items: Iterable[Any]) -> dict[str, list[Any]]:
-    """Records or topic-partitions, grouped by topic in their order."""
-    grouped: dict[str, list[Any]] = defaultdict(list)
-    for item in items:
-        grouped[(item.topic() or "") if isinstance(item, KafkaRecord) else item.topic].append(item)
-    return grouped
-
-
-def _resume(client: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
-    try:
-        client.resume(partitions)
-    except (KafkaException, RuntimeError):
-        pass  # not assigned any more: nothing to resume
 
 
 def _close_in_background(client: ConfluentConsumer, logger: Any) -> None:
