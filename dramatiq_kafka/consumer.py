@@ -123,7 +123,7 @@ class KafkaConsumer(JobSettling, Consumer):
         )
         # Notified whenever something may have changed for the iterating thread:
         # records arrived, a job ended (a slot or a key may be free), partitions went.
-        self._room = threading.Condition()
+        self._wakeup = threading.Condition()
         self._woken = False
         self._finished_since_commit = 0
         self._next_commit = time.monotonic() + commit_interval
@@ -164,10 +164,10 @@ class KafkaConsumer(JobSettling, Consumer):
         """
         seconds = max(0.0, seconds)
         held_back = 0.0 if self.member.shared else self._held_back()
-        with self._room:
+        with self._wakeup:
             woken, self._woken = self._woken, False
             if not woken and (self.member.shared or held_back):
-                self._room.wait(min(seconds, held_back) if held_back else seconds)
+                self._wakeup.wait(min(seconds, held_back) if held_back else seconds)
                 self._woken = False
         if not self.member.shared:
             self.member.turn(0.0 if woken or held_back else seconds)
@@ -222,7 +222,7 @@ class KafkaConsumer(JobSettling, Consumer):
         with self._lock:
             for partition in partitions:
                 # Its pause state is unknown to this assignment: the next
-                # brake pass tells librdkafka, which keeps a pause across
+                # pause update tells librdkafka, which keeps a pause across
                 # revocations, what this partition wants.
                 self._scheduler.assign(partition, carried.get(partition))
             holding = len(self._partitions)
@@ -279,8 +279,8 @@ class KafkaConsumer(JobSettling, Consumer):
     def wait_settled(self, states: list[PartitionSchedule], deadline: float) -> None:
         """Wait until no job of ``states`` runs or is being dead-lettered, or ``deadline``."""
         while time.monotonic() < deadline and any(s.in_flight or s.dead_letters_pending for s in states):
-            with self._room:
-                self._room.wait(0.05)
+            with self._wakeup:
+                self._wakeup.wait(0.05)
 
     def lost(self, partitions: list[int]) -> None:
         """The group gave ``partitions`` to others without a revocation."""
@@ -336,7 +336,7 @@ class KafkaConsumer(JobSettling, Consumer):
 
     # -- flow control --------------------------------------------------------------------------------
 
-    def _apply_brakes(self) -> None:
+    def _update_pauses(self) -> None:
         """Pause fetching for partitions that are blocked or whose buffer is
         full; resume the others."""
         with self._lock:
@@ -368,12 +368,12 @@ class KafkaConsumer(JobSettling, Consumer):
             now = time.monotonic()
             self._raise_failure()
             self._write_due_dead_letters(now)
-            proxy = self._hand_out(now)
+            proxy = self._dispatch(now)
             if proxy is not None:
                 return proxy
             if now >= deadline:
                 return None
-            self._apply_brakes()
+            self._update_pauses()
             # Records arriving, a job ending (a slot or a key free again) and a
             # revocation wake this thread before then.
             self._sleep(min(deadline, self._next_due(now)) - now)
@@ -384,7 +384,7 @@ class KafkaConsumer(JobSettling, Consumer):
             due = self._scheduler.next_due()
         return math.inf if due is None else due
 
-    def _hand_out(self, now: float) -> MessageProxy | None:
+    def _dispatch(self, now: float) -> MessageProxy | None:
         """The next job that may start, if any: a retry that fell due, or the
         next fetched record of a partition, taking partitions in turn."""
         while True:
@@ -440,8 +440,8 @@ class KafkaConsumer(JobSettling, Consumer):
                 )
             if not pending:
                 break
-            with self._room:
-                self._room.wait(0.05)
+            with self._wakeup:
+                self._wakeup.wait(0.05)
         try:
             self.member.detach(self)
         except KafkaException as e:

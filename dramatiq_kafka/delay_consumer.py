@@ -94,7 +94,7 @@ class DelayConsumer(KafkaConsumer):
     def partition_buffer(self) -> int:
         return self.delay_buffer
 
-    def _hand_out(self, now: float) -> MessageProxy | None:
+    def _dispatch(self, now: float) -> MessageProxy | None:
         # Nothing for Dramatiq's worker: due records are moved by this thread.
         self._next_release = self._release_due()
         return None
@@ -114,7 +114,7 @@ class DelayConsumer(KafkaConsumer):
             else:
                 refused.setdefault(partition, record.offset() or 0)
         if refused:
-            self._apply_brakes()  # on the member's thread: paused before the seek
+            self._update_pauses()  # on the member's thread: paused before the seek
             self.member.seek([TopicPartition(self.topic, p, offset) for p, offset in refused.items()])
         self._wake()
 
@@ -186,7 +186,7 @@ class DelayConsumer(KafkaConsumer):
                     self._finish_offset(state, held.offset)
                     paused = state.paused
                 if paused:
-                    self._wake()  # room again: the brakes may resume the partition
+                    self._wake()  # room again: the partition may be resumed
             else:
                 self._hold_again(state, held, error)
 

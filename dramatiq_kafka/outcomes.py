@@ -60,7 +60,7 @@ def decide(
     error: BaseException,
     *,
     failures: int,
-    streak: int,
+    failures_in_a_row: int,
     shared_budget: bool,
     requeue: bool = False,
 ) -> Outcome:
@@ -70,15 +70,15 @@ def decide(
       policy: The job's retry options.
       error: What the run raised.
       failures: The job's failed runs, this one included.
-      streak: The partition's failures in a row, this one included.
-      shared_budget: Whether the budget is the partition's streak (an
+      failures_in_a_row: The partition's failures in a row, this one included.
+      shared_budget: Whether the budget is the partition's failures in a row (an
         ordered queue with ``DeadLetter(independent=False)``) rather than
         the job's own failures.
       requeue: Retry by sending the job again (``retry_mode="requeue"``).
     """
     if not is_failure(error):
         return RetryInPlace(policy.backoff(max(failures, 0) + 1), spent=False)
-    budget = streak if shared_budget else failures
+    budget = failures_in_a_row if shared_budget else failures
     try:
         again = policy.should_retry(budget, error, retries=failures - 1)
     except Exception as e:  # the user's retry_when

@@ -101,7 +101,7 @@ class PartitionSchedule:
       in_flight(int): Jobs running or awaiting their sends.
       retries_waiting(int): Jobs waiting for a retry.
       dead_letters_pending(int): Jobs being dead-lettered.
-      streak(int): Failures since a job last succeeded at its first run: the
+      failures_in_a_row(int): Failures since a job last succeeded at its first run: the
         retry budget of an ordered partition.
       revoked(bool): Taken away (or the consumer closing): nothing new starts.
       owned(bool): Still this consumer's: false once the revocation's grace
@@ -135,7 +135,7 @@ class PartitionSchedule:
         self.all_in_flight = [0]
         self.retries_waiting = 0
         self.dead_letters_pending = 0
-        self.streak = 0
+        self.failures_in_a_row = 0
         self.revoked = False
         self.owned = True
         self.paused: bool | None = None

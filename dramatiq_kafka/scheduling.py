@@ -166,7 +166,7 @@ class Scheduler:
         if not self._move(job, JobState.FINISHED, *IN_FLIGHT):
             return False
         if job.failures == 0:
-            schedule.streak = 0
+            schedule.failures_in_a_row = 0
         return True
 
     def awaiting_sends(self, job: Job) -> bool:
@@ -178,12 +178,12 @@ class Scheduler:
 
     def failed(self, job: Job, *, spent: bool) -> bool:
         """Count a failed run against the job's budget (``spent``) and the
-        partition's streak; ``False`` when the job is no longer current."""
+        partition's failures in a row; ``False`` when the job is no longer current."""
         if not self.current(job) or job.state not in IN_FLIGHT:
             return False
         if spent:
             job.failures += 1
-            job.schedule.streak += 1
+            job.schedule.failures_in_a_row += 1
         return True
 
     def retry(self, job: Job, due: float) -> bool:
@@ -231,7 +231,7 @@ class Scheduler:
         """Kafka has the dead letter: the job's offset is finished."""
         if not self._move(job, JobState.FINISHED, JobState.DEAD_LETTERING):
             return False
-        job.schedule.streak = 0
+        job.schedule.failures_in_a_row = 0
         return True
 
     def hand_back(self, job: Job) -> bool:

@@ -54,27 +54,27 @@ class JobSettling:
     _scheduler: Scheduler
     _closed: bool
     _finished_since_commit: int
-    _room: threading.Condition
+    _wakeup: threading.Condition
     _woken: bool
 
     def _wake(self) -> None:
         """Tell the iterating thread a slot, a key or a partition may be free."""
-        with self._room:
+        with self._wakeup:
             self._woken = True
-            self._room.notify_all()
+            self._wakeup.notify_all()
 
     def ack(self, message: MessageProxy) -> None:
         """A job ended without being rejected: done, failed for a retry, cut
         short by an interrupt, or skipped."""
         assert isinstance(message, KafkaMessageProxy)
-        self._settle(message, rejected=False)
+        self._end_job(message, rejected=False)
 
     def nack(self, message: MessageProxy) -> None:
         """A job was rejected (a ``throws`` exception): it is dead-lettered."""
         assert isinstance(message, KafkaMessageProxy)
-        self._settle(message, rejected=True)
+        self._end_job(message, rejected=True)
 
-    def _settle(self, message: KafkaMessageProxy, *, rejected: bool) -> None:
+    def _end_job(self, message: KafkaMessageProxy, *, rejected: bool) -> None:
         """Carry out what the end of a run means for its job; whatever goes
         wrong here, the job ends in a state with a wake-up."""
         job = message._job
@@ -159,12 +159,12 @@ class JobSettling:
                 job.failures = max(job.failures, int(message.options.get("retries", 0)))
             if not self._scheduler.failed(job, spent=is_failure(error)):
                 return None
-            failures, streak = job.failures, job.schedule.streak
+            failures, failures_in_a_row = job.failures, job.schedule.failures_in_a_row
         outcome = decide(
             policy,
             error,
             failures=failures,
-            streak=streak,
+            failures_in_a_row=failures_in_a_row,
             shared_budget=self.ordered and not policy.independent,
             requeue=requeue,
         )

@@ -61,7 +61,7 @@ def test_many_jobs_of_one_partition_failing_at_once_each_get_their_own_retry(
 ) -> None:
     # Defects 1 and 5: the second failure overwrote the first one's retry (the job was never
     # run again, the partition committed nothing more and leaked a prefetch slot), and the
-    # partition's shared failure streak dead-lettered jobs that had failed once.
+    # partition's shared count of failures in a row dead-lettered jobs that had failed once.
     broker = make_broker(
         partitions=1, min_backoff=100, max_backoff=400, dead_letter=DeadLetter(max_retries=3)
     )

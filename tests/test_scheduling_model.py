@@ -112,7 +112,7 @@ class PartitionMachine(RuleBasedStateMachine):
     def _current(self, job: Job) -> bool:
         return self.scheduler.current(job)
 
-    def _apply_brakes(self) -> None:
+    def _update_pauses(self) -> None:
         """What the consumer's brake pass tells librdkafka."""
         pause, resume = self.scheduler.pause_changes()
         self.kafka_paused.update(dict.fromkeys(pause, True) | dict.fromkeys(resume, False))
@@ -139,7 +139,7 @@ class PartitionMachine(RuleBasedStateMachine):
             POLICY,
             error,
             failures=job.failures,
-            streak=job.schedule.streak,
+            failures_in_a_row=job.schedule.failures_in_a_row,
             shared_budget=self.scheduler.ordered,
             requeue=self.requeue,
         )
@@ -359,7 +359,7 @@ class PartitionMachine(RuleBasedStateMachine):
 
     @invariant()
     def a_paused_partition_has_a_wake_up(self) -> None:
-        self._apply_brakes()
+        self._update_pauses()
         can_start = self.scheduler.can_start(self.now)
         for schedule in self.scheduler.partitions.values():
             if schedule.revoked or not schedule.paused:
@@ -402,7 +402,7 @@ class PartitionMachine(RuleBasedStateMachine):
                 if self.scheduler.succeeded(job):
                     self._finished(job)
             self.running.clear()
-            self._apply_brakes()
+            self._update_pauses()
             for partition in PARTITIONS:
                 self.fetch(partition, 10)
             while (job := self.scheduler.next_job(self.now)) is not None:
@@ -484,7 +484,7 @@ def _failures_dropped(
 def _shared_streak_everywhere(
     policy: RetryPolicy, error: BaseException, *, shared_budget: bool, **counts: int
 ) -> object:
-    # Defect 5: the partition's streak was the budget in parallel mode too.
+    # Defect 5: the partition's failures in a row were the budget in parallel mode too.
     return ORIGINAL_DECIDE(policy, error, shared_budget=True, **counts)
 
 
