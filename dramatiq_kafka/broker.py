@@ -212,7 +212,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         return self.topology.prefix
 
     @property
-    def queue_configs(self) -> Mapping[str, QueueConfig]:
+    def queue_configs(self) -> dict[str, QueueConfig]:
         return self.topology.queues
 
     @property

@@ -45,7 +45,7 @@ class Topology:
     """
 
     prefix: str = ""
-    queues: Mapping[str, QueueConfig] = field(default_factory=dict)
+    queues: dict[str, QueueConfig] = field(default_factory=dict)
     default_queue: QueueConfig = field(default_factory=QueueConfig)
     dead_letter: DeadLetter | None = DEFAULT_DEAD_LETTER
     actors: Mapping[str, Actor[Any, Any]] = field(default_factory=dict)
