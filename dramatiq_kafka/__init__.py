@@ -21,7 +21,7 @@ from .errors import (
     TLSHandshakeError,
 )
 from .middleware.context import CurrentContext, InvalidContext
-from .middleware.revocation import revoked
+from .middleware.revocation import current_message, revoked
 from .partitions import KafkaMessageProxy
 from .queue_config import DeadLetter, QueueConfig
 from .tracecontext import TraceContext
@@ -48,6 +48,7 @@ __all__ = [
     "QueueConfig",
     "TLSHandshakeError",
     "TraceContext",
+    "current_message",
     "revoked",
     "send_many",
 ]

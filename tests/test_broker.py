@@ -14,6 +14,7 @@ from dramatiq import Worker
 from dramatiq.errors import QueueNotFound
 from dramatiq.middleware import CurrentMessage
 
+import dramatiq_kafka
 from dramatiq_kafka import ConfigurationError, KafkaBroker, KafkaConnectionError, QueueConfig
 from tests.helpers import (
     closed_port,
@@ -50,6 +51,31 @@ def test_jobs_run_once_and_every_offset_is_committed(kafka_bootstrap: str, uniqu
     assert len(ends) == 12
     assert committed == ends
     assert sum(ends.values()) == 300
+
+
+def test_a_job_sees_its_own_partition_and_offset(kafka_bootstrap: str, unique_name: str) -> None:
+    broker = new_broker(kafka_bootstrap, unique_name, queues={unique_name: QueueConfig(partitions=3)})
+    seen: dict[int, tuple[int, int, int]] = {}
+
+    @dramatiq.actor(queue_name=unique_name)
+    def record(i: int) -> None:
+        message = dramatiq_kafka.current_message()
+        assert message is not None
+        seen[i] = (message.partition, message.offset, message.failures)
+
+    for i in range(30):
+        record.send(i)
+    run_worker(broker, unique_name, threads=4, timeout=60_000)
+    broker.close()
+
+    assert dramatiq_kafka.current_message() is None  # outside a job
+    assert sorted(seen) == list(range(30))
+    positions = [(partition, offset) for partition, offset, _ in seen.values()]
+    assert len(set(positions)) == 30  # each job its own record
+    _, ends = committed_and_end(kafka_bootstrap, f"group-{unique_name}", unique_name)
+    for partition, end in ends.items():
+        assert sorted(o for p, o in positions if p == partition) == list(range(end))
+    assert {failures for _, _, failures in seen.values()} == {0}
 
 
 def test_sync_send_returns_after_kafka_has_the_record(broker: KafkaBroker, unique_name: str) -> None:
