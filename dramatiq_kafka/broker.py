@@ -184,12 +184,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self.producer = KafkaProducer({**self.client_config, **producer_only, **(producer_config or {})})
         self.admin = TopicAdmin(self.client_config, group_id, timeout=request_timeout)
         self.dead_letters = DeadLetterWriter(self.producer, group_id)
-        self.services = BrokerServices(
-            enqueue=self.enqueue,
-            get_actor=self.get_actor,
-            topology=self.topology,
-            failures_by_queue=self.failures_by_queue,
-        )
+        self.services = BrokerServices(self)
 
         self.dispatch = DispatchOptions(
             dispatch_method=dispatch_method,

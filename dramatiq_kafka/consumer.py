@@ -96,7 +96,6 @@ class KafkaConsumer(JobSettling, Consumer):
         self.topic = topology.topic_name(queue_name)
         self.dead_letter_topic = topology.dead_letter_topic(queue_name)
         self.config = topology.queue_config(queue_name)
-        self.ordered = self.config.ordered
         self.member = member
         self.prefetch = max(prefetch, 1)
         self.timeout = timeout / 1000
@@ -114,7 +113,7 @@ class KafkaConsumer(JobSettling, Consumer):
         self._lock = threading.Lock()
         self._scheduler = Scheduler(
             limit=self.prefetch,
-            ordered=self.ordered,
+            ordered=self.config.ordered,
             # A partition whose jobs cannot start (every slot held by long
             # jobs) still gets a record per poll; past this its fetching is
             # paused.  High, because each resume costs a fetch round.

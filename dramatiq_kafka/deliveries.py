@@ -50,7 +50,7 @@ def failure_reason(
     headers: Headers | None,
     *,
     local: bool,
-    max_bytes: int,
+    max_bytes: object,
 ) -> str:
     """The reason of a failed send, in words for a record too large.
 

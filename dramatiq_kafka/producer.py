@@ -80,8 +80,6 @@ class KafkaProducer:
     def __init__(self, config: dict[str, Any], *, flush_timeout: float = 30.0) -> None:
         self.logger = get_logger(__name__, type(self))
         self.config = {**PRODUCER_DEFAULTS, **config}
-        #: The largest record the producer sends (its ``message.max.bytes``).
-        self.max_bytes = int(self.config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
         self.flush_timeout = flush_timeout
         self.reports = DeliveryReports()
         self._lock = threading.Lock()
@@ -116,6 +114,11 @@ class KafkaProducer:
                 ).start()
                 atexit.register(self._flush_at_exit, self._producer)
             return self._producer
+
+    @property
+    def max_bytes(self) -> object:
+        """The producer's ``message.max.bytes``, as configured."""
+        return self.config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)
 
     def start(self) -> None:
         """Create the producer of this process now instead of at its first send.

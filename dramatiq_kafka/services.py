@@ -9,7 +9,6 @@ a requeue is an ordinary delayed enqueue, a dead letter is remembered for
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from dramatiq.actor import Actor
@@ -18,9 +17,9 @@ from dramatiq.message import Message
 
 from .errors import JobFailure
 from .partitions import KafkaMessageProxy
-from .topology import Topology
+from .retry_policy import RetryPolicy
 
-__all__ = ["MAX_REMEMBERED_FAILURES", "BrokerServices", "QueueServices"]
+__all__ = ["MAX_REMEMBERED_FAILURES", "BrokerServices", "QueueServices", "ServedBroker"]
 
 #: Dead-lettered errors kept per queue for ``join(fail_fast=True)``.
 MAX_REMEMBERED_FAILURES = 100
@@ -40,40 +39,40 @@ class QueueServices(Protocol):
         """``message`` was dead-lettered; ``exhausted``: it used up its retries."""
 
 
+class ServedBroker(Protocol):
+    """What :class:`BrokerServices` uses of the broker (a ``KafkaBroker``)."""
+
+    failures_by_queue: dict[str, list[JobFailure]]
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]: ...
+
+    def get_actor(self, actor_name: str) -> Actor[Any, Any]: ...
+
+    def retry_policy(self, message: KafkaMessageProxy) -> RetryPolicy: ...
+
+
 class BrokerServices:
     """The broker's :class:`QueueServices`.
 
     Parameters:
-      enqueue(callable): The broker's ``enqueue``.
-      get_actor(callable): The broker's ``get_actor``.
-      topology(Topology): The broker's queues (the retry policy names the
-        ``on_retry_exhausted`` actor).
-      failures_by_queue(dict): Where dead-lettered errors are kept, per queue.
+      broker(KafkaBroker): Sends the requeued jobs, keeps the dead-lettered
+        errors (``failures_by_queue``) and names the ``on_retry_exhausted``
+        actor (its retry policy); asked at each call.
     """
 
-    def __init__(
-        self,
-        *,
-        enqueue: Callable[..., Message[Any]],
-        get_actor: Callable[[str], Actor[Any, Any]],
-        topology: Topology,
-        failures_by_queue: dict[str, list[JobFailure]],
-    ) -> None:
-        self.enqueue = enqueue
-        self.get_actor = get_actor
-        self.topology = topology
-        self.failures_by_queue = failures_by_queue
+    def __init__(self, broker: ServedBroker) -> None:
+        self.broker = broker
 
     def requeue(self, message: KafkaMessageProxy, delay: int) -> None:
-        self.enqueue(message.copy(options={"retries": message.failures}), delay=delay)
+        self.broker.enqueue(message.copy(options={"retries": message.failures}), delay=delay)
 
     def dead_lettered(self, message: KafkaMessageProxy, exhausted: bool) -> None:
-        errors = self.failures_by_queue.setdefault(q_name(message.queue_name), [])
+        errors = self.broker.failures_by_queue.setdefault(q_name(message.queue_name), [])
         if len(errors) < MAX_REMEMBERED_FAILURES:
             # Only the first is raised; none keeps its traceback's frames alive.
             errors.append(JobFailure.of(getattr(message, "_exception", None), message.message_id))
         if exhausted and message.failures:
-            policy = self.topology.retry_policy(message)
+            policy = self.broker.retry_policy(message)
             if policy.on_exhausted:
                 retries = {"retries": message.failures - 1, "max_retries": policy.max_retries}
-                self.get_actor(policy.on_exhausted).send(message.asdict(), retries)
+                self.broker.get_actor(policy.on_exhausted).send(message.asdict(), retries)

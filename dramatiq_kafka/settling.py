@@ -48,7 +48,6 @@ class JobSettling:
     dead_letter_topic: str
     topology: Topology
     config: QueueConfig
-    ordered: bool
     services: QueueServices
     _lock: threading.Lock
     _scheduler: Scheduler
@@ -165,7 +164,7 @@ class JobSettling:
             error,
             failures=failures,
             failures_in_a_row=failures_in_a_row,
-            shared_budget=self.ordered and not policy.independent,
+            shared_budget=self.config.ordered and not policy.independent,
             requeue=requeue,
         )
         # What Dramatiq's Retries sets, for callbacks and the next run.

@@ -113,7 +113,7 @@ class PartitionMachine(RuleBasedStateMachine):
         return self.scheduler.current(job)
 
     def _update_pauses(self) -> None:
-        """What the consumer's brake pass tells librdkafka."""
+        """What the consumer's pause update tells librdkafka."""
         pause, resume = self.scheduler.pause_changes()
         self.kafka_paused.update(dict.fromkeys(pause, True) | dict.fromkeys(resume, False))
 
@@ -481,7 +481,7 @@ def _failures_dropped(
     return ORIGINAL_ASSIGN(self, partition, carried and PartitionProgress(carried.offset, carried.done))
 
 
-def _shared_streak_everywhere(
+def _shared_failures_in_a_row_everywhere(
     policy: RetryPolicy, error: BaseException, *, shared_budget: bool, **counts: int
 ) -> object:
     # Defect 5: the partition's failures in a row were the budget in parallel mode too.
@@ -503,7 +503,7 @@ ORIGINAL_DECIDE = decide
             (PartitionMachine, "_leave", _no_resume_on_leaving),
         ],
         [(PartitionMachine, "_fail", _cut_short_is_abandoned)],
-        [(sys.modules[__name__], "decide", _shared_streak_everywhere)],
+        [(sys.modules[__name__], "decide", _shared_failures_in_a_row_everywhere)],
         [(Scheduler, "assign", _failures_dropped)],
     ],
     ids=[

@@ -9,6 +9,7 @@ The commands themselves are in ``queues.py``, ``dlq.py`` and ``web.py``.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import socket
@@ -91,7 +92,7 @@ class Context:
     def bootstrap_servers(self) -> str:
         return str(self.config["bootstrap.servers"])
 
-    @property
+    @functools.cached_property
     def topology(self) -> Topology:
         """The queues' topics: the broker's, under ``--prefix`` when it was given."""
         return (self.broker.topology if self.broker is not None else Topology()).with_prefix(self.prefix)

@@ -61,12 +61,14 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
     broker = ctx.broker
     assert broker is not None
     # The topics the broker would create, with its QueueConfig; only the
-    # connection comes from the command line.
+    # connection (and --prefix) come from the command line.
     queues = sorted(broker.get_declared_queues())
+    topology = ctx.topology
     specs = {}
     for queue in queues:
-        config = broker.queue_config(queue)
-        specs.update(topic_specs(config, broker.topology.topics(queue), delay_partitions=TIERS))
+        specs.update(
+            topic_specs(topology.queue_config(queue), topology.topics(queue), delay_partitions=TIERS)
+        )
     admin = ctx.admin()
     try:
         before = admin.topic_names()
@@ -83,7 +85,7 @@ def cmd_topics_ensure(args: argparse.Namespace, ctx: Context) -> int:
         admin.close()
     rows = []
     for queue in queues:
-        for topic in dict.fromkeys(broker.topology.topics(queue)):
+        for topic in dict.fromkeys(topology.topics(queue)):
             state = "exists" if topic in before else ("created" if topic in after else "missing")
             if topic in short:
                 have, total = short[topic]
