@@ -399,17 +399,15 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             member=self.group_members.member_for(
                 queue_name, self.topic_name(queue_name), self._consumer_client_config(queue_name)
             ),
-            prefetch=prefetch,
             timeout=timeout,
             producer=self.producer,
             dead_letters=self.dead_letters,
-            services=self.services,
             settle_timeout=self.dispatch.sync_timeout,
         )
         if queue_name in self.delay_queues:
             self.ensure_topics(q_name(queue_name))
             return DelayConsumer(**options)
-        return KafkaConsumer(**options)
+        return KafkaConsumer(prefetch=prefetch, services=self.services, **options)
 
     def _consumer_client_config(self, queue_name: str) -> dict[str, Any]:
         """The librdkafka settings of a queue's consumer: where a new group starts."""

@@ -12,20 +12,26 @@ go to is ``delays.py``.  See ``docs/delays.md``.
 from __future__ import annotations
 
 import heapq
-import math
+import time
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka import Message as KafkaRecord
-from dramatiq.broker import MessageProxy
+from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.common import current_millis, q_name
 from dramatiq.errors import DecodeError
+from dramatiq.logging import get_logger
 from dramatiq.message import Message
 
-from .consumer import KafkaConsumer
+from .dead_letters import DeadLetterWriter
 from .delays import is_eta
 from .errors import DeliveryError
+from .group import GroupMember
 from .partition_state import PartitionSchedule
+from .producer import KafkaProducer
+from .scheduling import Scheduler
+from .topic_partitions import TopicPartitions
 from .topology import Topology
 from .wire import decode_message, encode_message, headers_of
 
@@ -63,73 +69,133 @@ class DelayPartition(PartitionSchedule):
         return self.blocked or len(self.held) + self.releasing >= self.buffer_limit
 
 
-class DelayConsumer(KafkaConsumer):
-    """Consumes a delay topic and moves each record to ``queue_topic`` when due.
+class DelayConsumer(Consumer):
+    """Consumes a delay topic and moves each record to its queue's topic when due.
 
     It hands no message to Dramatiq's worker (``__next__`` always ends in
     ``None``): records are held here, never in the worker's memory, and
     moved by this consumer's own thread.  The moved record keeps its key
     and headers (the carried context among them); its value loses ``eta``.
+    Assignment, pauses, commits and dead letters of its partitions are the
+    :class:`~dramatiq_kafka.topic_partitions.TopicPartitions` that the
+    queue's consumer uses too.
 
     A long delay holds back the commit of its partition, so the records
     moved since it was written are listed in the commit's metadata (as the
-    jobs finished behind a waiting one are by :class:`KafkaConsumer`): the
+    jobs finished behind a waiting one are by the queue's consumer): the
     next owner (after a restart or a rebalance) skips them instead of
     moving them again.
 
-    Its queue's topic and ``delay_buffer`` (the most records held per
-    partition) come from the topology; its parameters are
-    :class:`KafkaConsumer`'s.
+    Parameters:
+      queue_name(str): The delay queue (``q_name(queue_name)`` is its queue).
+      topology(Topology): The broker's queues: the topics of both, and
+        ``delay_buffer``, the most records held per partition.
+      member(GroupMember): The process's Kafka consumer that fetches for it.
+      timeout(int): Milliseconds ``__next__`` waits before returning ``None``.
+      producer(KafkaProducer): Sends the due records to the queue's topic.
+      dead_letters(DeadLetterWriter): Writes records that cannot be decoded.
+      settle_timeout(float): Seconds ``close`` waits for dead letters in flight.
+      commit_interval(float): Seconds between asynchronous commits.
+      commit_every(int): Commit sooner once this many records moved.
+      revoke_grace(float): Seconds a revocation waits for dead letters in flight.
     """
 
-    schedule_type = DelayPartition
-
-    def __init__(self, *, queue_name: str, topology: Topology, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        queue_name: str,
+        topology: Topology,
+        member: GroupMember,
+        timeout: int,
+        producer: KafkaProducer,
+        dead_letters: DeadLetterWriter,
+        settle_timeout: float = 10.0,
+        commit_interval: float = 0.5,
+        commit_every: int = 100,
+        revoke_grace: float = 5.0,
+    ) -> None:
+        self.logger = get_logger(__name__, f"{type(self).__name__}({queue_name})")
+        self.queue_name = queue_name
+        self.topic = topology.topic_name(queue_name)
         #: The topic of the queue the delayed jobs belong to.
         self.queue_topic = topology.topic_name(q_name(queue_name))
         self.delay_buffer = topology.queue_config(queue_name).delay_buffer
-        self._next_release = math.inf  # epoch seconds
-        super().__init__(queue_name=queue_name, topology=topology, **options)
+        self.member = member
+        self.timeout = timeout / 1000
+        self.producer = producer
+        self.settle_timeout = settle_timeout
+        self.partitions = TopicPartitions(
+            topic=self.topic,
+            queue_name=queue_name,
+            # No job of it runs in the worker: the in-flight limit is unused.
+            scheduler=Scheduler(limit=1, buffer_limit=self.delay_buffer, schedule_type=DelayPartition),
+            member=member,
+            dead_letters=dead_letters,
+            dead_letter_topic=topology.dead_letter_topic(queue_name),
+            logger=self.logger,
+            commit_interval=commit_interval,
+            commit_every=commit_every,
+            revoke_grace=revoke_grace,
+        )
+        member.attach(self)
 
-    def partition_buffer(self) -> int:
-        return self.delay_buffer
-
-    def _dispatch(self, now: float) -> MessageProxy | None:
+    def __next__(self) -> MessageProxy | None:
         # Nothing for Dramatiq's worker: due records are moved by this thread.
-        self._next_release = self._release_due()
-        return None
+        partitions = self.partitions
+        deadline = time.monotonic() + self.timeout
+        while True:
+            now = time.monotonic()
+            partitions.raise_failure()
+            partitions.write_due_dead_letters(now)
+            next_release = self._release_due()  # epoch seconds
+            if now >= deadline:
+                return None
+            partitions.update_pauses()
+            next_release_at = now + next_release - current_millis() / 1000
+            partitions.sleep(min(deadline, partitions.next_due(), next_release_at) - now)
 
-    def _next_due(self, now: float) -> float:
-        # The next release is on the wall clock (an eta).
-        return min(super()._next_due(now), now + self._next_release - current_millis() / 1000)
+    def ack(self, message: MessageProxy) -> None:
+        raise TypeError("A delay consumer hands out no message to acknowledge.")
+
+    nack = ack
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        pass  # it hands out none
+
+    def close(self) -> None:
+        """Commit what was moved, synchronously, and stop fetching the delay topic."""
+        self.partitions.close(self, self.settle_timeout)
+
+    # -- what the member routes here (its thread) ----------------------------------------------------
 
     def accept(self, records: list[KafkaRecord]) -> None:
+        """Records fetched from the delay topic."""
         # One poll serves every topic of the process: records of a partition past its
         # buffer are not taken, and fetched again once it has room.
         refused: dict[int, int] = {}
         for record in records:
             partition = record.partition() or 0
             if partition not in refused and not self._full(partition):
-                self._accept(record)
+                self._hold(record)
             else:
                 refused.setdefault(partition, record.offset() or 0)
         if refused:
-            self._update_pauses()  # on the member's thread: paused before the seek
+            self.partitions.update_pauses()  # on the member's thread: paused before the seek
             self.member.seek([TopicPartition(self.topic, p, offset) for p, offset in refused.items()])
-        self._wake()
+        self.partitions.wake()
 
     def _full(self, partition: int) -> bool:
-        with self._lock:
+        with self.partitions.lock:
             state = self._delay_partition(partition)
             return state is not None and len(state.held) + state.releasing >= self.delay_buffer
 
     def _delay_partition(self, partition: int) -> DelayPartition | None:
-        state = self._partitions.get(partition)
+        state = self.partitions.held.get(partition)
         return state if isinstance(state, DelayPartition) and not state.revoked else None
 
-    def _accept(self, record: KafkaRecord) -> None:
+    def _hold(self, record: KafkaRecord) -> None:
         offset, partition = record.offset() or 0, record.partition() or 0
-        with self._lock:
+        with self.partitions.lock:
             state = self._delay_partition(partition)
             if state is None or state.finished_earlier(offset):  # moved by an earlier owner
                 return
@@ -137,10 +203,10 @@ class DelayConsumer(KafkaConsumer):
             message = decode_message(record.value(), self.queue_name)
         except DecodeError as e:
             key = record.key()
-            with self._lock:
+            with self.partitions.lock:
                 job = state.adopt(offset, key if isinstance(key, bytes) else None, record)
             if job is not None:
-                self._dead_letter_undecodable(job, e)
+                self.partitions.dead_letter_undecodable(job, e)
             return
         eta = message.options.get("eta")
         if not is_eta(eta):
@@ -148,14 +214,9 @@ class DelayConsumer(KafkaConsumer):
                 "Delayed message %s has no valid eta (%r): it is due now.", message.message_id, eta
             )
             eta = message.options["eta"] = 0
-        with self._lock:
+        with self.partitions.lock:
             state.offsets.track(offset)
             heapq.heappush(state.held, HeldRecord(int(eta), offset, record, message))
-
-    def _finish_offset(self, state: DelayPartition, offset: int) -> None:
-        """The record at ``offset`` is in its queue (under the lock)."""
-        state.offsets.mark_done(offset)
-        self._finished_since_commit += 1
 
     def _release_due(self) -> float:
         """Move every due record to its queue; return when (epoch seconds)
@@ -163,8 +224,8 @@ class DelayConsumer(KafkaConsumer):
         now = current_millis()
         due: list[tuple[DelayPartition, HeldRecord]] = []
         next_due = float("inf")
-        with self._lock:
-            for state in self._partitions.values():
+        with self.partitions.lock:
+            for state in self.partitions.held.values():
                 assert isinstance(state, DelayPartition)
                 while state.held and state.held[0].eta <= now:
                     due.append((state, heapq.heappop(state.held)))
@@ -181,12 +242,13 @@ class DelayConsumer(KafkaConsumer):
 
         def on_delivery(error: KafkaError | None) -> None:
             if error is None:
-                with self._lock:
+                with self.partitions.lock:
                     state.releasing -= 1
-                    self._finish_offset(state, held.offset)
+                    state.offsets.mark_done(held.offset)
+                    self.partitions.finished_since_commit += 1
                     paused = state.paused
                 if paused:
-                    self._wake()  # room again: the partition may be resumed
+                    self.partitions.wake()  # room again: the partition may be resumed
             else:
                 self._hold_again(state, held, error)
 
@@ -213,6 +275,6 @@ class DelayConsumer(KafkaConsumer):
             RELEASE_RETRY,
         )
         retry = held._replace(eta=current_millis() + int(RELEASE_RETRY * 1000))
-        with self._lock:
+        with self.partitions.lock:
             state.releasing -= 1
             heapq.heappush(state.held, retry)

@@ -1,8 +1,9 @@
 """A worker process's member of the consumer group: one Kafka consumer for all its queues.
 
 Dramatiq asks a broker for one consumer per queue and one per delay queue.  Each
-:class:`~dramatiq_kafka.consumer.KafkaConsumer` keeps the state of its own
-partitions and gets its records from a :class:`GroupMember`, a librdkafka consumer.
+keeps the state of its own partitions (a
+:class:`~dramatiq_kafka.topic_partitions.TopicPartitions`) and gets its records
+from a :class:`GroupMember`, a librdkafka consumer.
 With KIP-848's protocol (``group.protocol=consumer``) they all share one, subscribed
 to all their topics: a process is then one member of its group and holds one set of
 connections and librdkafka threads, whatever the number of queues.  With the classic
@@ -37,7 +38,7 @@ from .errors import KafkaConnectionError
 from .rebalances import Rebalances, by_topic
 
 if TYPE_CHECKING:
-    from .consumer import KafkaConsumer
+    from .topic_partitions import TopicConsumer
 
 #: The longest a single poll blocks, so that commits stay timely while idle.
 POLL_SLICE = 0.1
@@ -89,7 +90,7 @@ class GroupMember:
         self.last_poll: float | None = None
         # Guards the consumers, the subscription and the client's life.
         self._lock = threading.RLock()
-        self._consumers: dict[str, KafkaConsumer] = {}
+        self._consumers: dict[str, TopicConsumer] = {}
         self._changed_at = 0.0
         self._subscribed: list[str] | None = None
         self._client: ConfluentConsumer | None = None
@@ -116,7 +117,7 @@ class GroupMember:
         with self._lock:
             return topic in self._consumers
 
-    def attach(self, consumer: KafkaConsumer) -> None:
+    def attach(self, consumer: TopicConsumer) -> None:
         """Start fetching ``consumer``'s topic for it (the client and its thread start
         with the first consumer)."""
         with self._lock:
@@ -129,7 +130,7 @@ class GroupMember:
                 self._subscribed = None
                 self._start_thread()
 
-    def detach(self, consumer: KafkaConsumer) -> None:
+    def detach(self, consumer: TopicConsumer) -> None:
         """Stop fetching for ``consumer`` after committing what it finished; the last
         consumer to leave closes the client, which leaves the group."""
         with self._lock:
@@ -143,7 +144,7 @@ class GroupMember:
                 self._client = self._thread = None
         if client is None:
             return
-        offsets = consumer.commit_positions(final=True)
+        offsets = consumer.partitions.commit_positions(final=True)
         if last:
             # The member's thread ends with its client: this thread has it to itself now.
             if thread is not None and thread is not threading.current_thread():
@@ -156,7 +157,7 @@ class GroupMember:
         else:
             self._ask(lambda client: client.commit(offsets=offsets, asynchronous=False) if offsets else None)
 
-    def _routes(self) -> dict[str, KafkaConsumer]:
+    def _routes(self) -> dict[str, TopicConsumer]:
         with self._lock:
             return dict(self._consumers)
 
@@ -254,7 +255,7 @@ class GroupMember:
         for topic, tps in by_topic(partitions).items():
             consumer = routes.get(topic)
             if consumer is not None:
-                consumer.committed(error, tps)
+                consumer.partitions.committed(error, tps)
 
     # -- the poll loop -------------------------------------------------------------------------------
 
@@ -310,7 +311,7 @@ class GroupMember:
                 consumer.accept(records)
 
     def _busy(self) -> bool:
-        return bool(self._requests) or any(consumer.busy() for consumer in self._routes().values())
+        return bool(self._requests) or any(consumer.partitions.busy() for consumer in self._routes().values())
 
     def _fetch(self, client: ConfluentConsumer, wait: float) -> list[KafkaRecord]:
         """Up to ``POLL_BATCH`` records, waiting at most ``wait`` seconds for the first.
@@ -333,7 +334,9 @@ class GroupMember:
             raise KafkaConnectionError(f"Consumer of {self.name} failed: {error.str()}")
         consumer = self._routes().get(record.topic() or "")
         if consumer is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-            consumer.fail(KafkaConnectionError(f"Consumer of {consumer.topic!r} failed: {error.str()}"))
+            consumer.partitions.fail(
+                KafkaConnectionError(f"Consumer of {consumer.topic!r} failed: {error.str()}")
+            )
             return
         self.logger.warning("Consumer of %r: %s", record.topic() or self.name, error.str())
 
@@ -356,7 +359,9 @@ class GroupMember:
         )
 
     def _commit_when_due(self, now: float) -> None:
-        offsets = [tp for consumer in self._routes().values() for tp in consumer.commit_when_due(now)]
+        offsets = [
+            tp for consumer in self._routes().values() for tp in consumer.partitions.commit_when_due(now)
+        ]
         try:
             self.commit(offsets)
         except KafkaException as e:
@@ -375,7 +380,7 @@ class GroupMember:
             self._consumers.clear()
             self._client = self._thread = None
         for consumer in consumers:
-            consumer.fail(error)
+            consumer.partitions.fail(error)
         _close_in_background(client, self.logger)
 
     # -- membership ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaRecord
 
 if TYPE_CHECKING:
-    from .consumer import KafkaConsumer
+    from .topic_partitions import TopicConsumer
 
 __all__ = ["Rebalances", "by_topic"]
 
@@ -38,7 +38,7 @@ class Rebalances:
     def __init__(
         self,
         *,
-        routes: Callable[[], dict[str, KafkaConsumer]],
+        routes: Callable[[], dict[str, TopicConsumer]],
         subscribed: Callable[[], Iterable[str]],
         commit: Callable[[list[TopicPartition]], None],
         logger: Any,
@@ -58,7 +58,7 @@ class Rebalances:
         subscribed = set(self.subscribed())
         for topic, consumer in self.routes().items():
             if topic in subscribed:
-                consumer.assigned(sorted(tp.partition for tp in partitions_of.get(topic, [])))
+                consumer.partitions.assigned(sorted(tp.partition for tp in partitions_of.get(topic, [])))
 
     def revoked(self, client: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
         routes = self.routes()
@@ -69,24 +69,23 @@ class Rebalances:
             if consumer is None:
                 _resume(client, tps)  # librdkafka keeps a pause across revocations
             else:
-                revoking.append((consumer, numbers, consumer.revoking(numbers)))
+                held = consumer.partitions
+                revoking.append((held, numbers, held.revoking(numbers)))
         if not revoking:
             return
         # Jobs already running may finish within the grace period: their offsets are
         # committed below and the new owner does not repeat them.  Long ones see
         # revoked() and may stop early.
-        deadline = time.monotonic() + max(consumer.revoke_grace for consumer, _, _ in revoking)
-        for consumer, _, states in revoking:
-            consumer.wait_settled(states, deadline)
-        offsets = [
-            tp for consumer, numbers, _ in revoking for tp in consumer.commit_positions(numbers, final=True)
-        ]
+        deadline = time.monotonic() + max(held.revoke_grace for held, _, _ in revoking)
+        for held, _, states in revoking:
+            held.wait_settled(states, deadline)
+        offsets = [tp for held, numbers, _ in revoking for tp in held.commit_positions(numbers, final=True)]
         try:
             self.commit(offsets)
         except KafkaException as e:
             self.logger.warning("Offset commit failed: %s", e.args[0])
-        for consumer, numbers, _ in revoking:
-            consumer.forget(numbers)
+        for held, numbers, _ in revoking:
+            held.forget(numbers)
 
     def lost(self, client: ConfluentConsumer, partitions: list[TopicPartition]) -> None:
         # The group moved on without us: another member may already own
@@ -96,7 +95,7 @@ class Rebalances:
             consumer = routes.get(topic)
             _resume(client, tps)
             if consumer is not None:
-                consumer.lost([tp.partition for tp in tps])
+                consumer.partitions.lost([tp.partition for tp in tps])
         self.lost_at = time.monotonic()
 
 

@@ -1,23 +1,22 @@
-"""How the end of a job is carried out: acks and nacks, retries, requeues, dead letters.
+"""How the end of a job is carried out: acks and nacks, retries, requeues, giving up.
 
 :class:`JobSettling` is the half of :class:`~dramatiq_kafka.consumer.KafkaConsumer` that
 Dramatiq's worker threads and the producer's delivery reports call into: it counts a failed
 run, asks ``outcomes.decide`` what becomes of it, and moves the job through the
 :class:`~dramatiq_kafka.scheduling.Scheduler` (retry in place, requeue, dead letter, finished,
-handed back).  Whatever goes wrong here, the job ends in a state with a wake-up.  The poll
-loop, rebalances and commits are in ``consumer.py``.
+handed back).  Whatever goes wrong here, the job ends in a state with a wake-up.  Handing
+out jobs is ``consumer.py``; rebalances, commits and writing dead letters are
+``topic_partitions.py``.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import traceback
 from typing import Any
 
 from dramatiq.broker import MessageProxy
 
-from .dead_letters import DeadLetterWriter
 from .deliveries import ThreadSends
 from .errors import DeliveryError
 from .events import EVENTS
@@ -26,13 +25,10 @@ from .partition_state import Job, JobState
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer
 from .queue_config import QueueConfig
-from .scheduling import Scheduler
 from .services import QueueServices
+from .topic_partitions import TopicPartitions
 from .topology import Topology
 
-#: Seconds before a refused dead letter is written again, doubling up to the cap.
-DEAD_LETTER_BACKOFF = 1.0
-DEAD_LETTER_MAX_BACKOFF = 60.0
 #: Seconds before a job whose ack itself failed (a bug, a broken hook) runs again.
 ACK_ERROR_BACKOFF = 1.0
 
@@ -44,23 +40,10 @@ class JobSettling:
     logger: Any
     queue_name: str
     producer: KafkaProducer
-    dead_letters: DeadLetterWriter
-    dead_letter_topic: str
     topology: Topology
     config: QueueConfig
     services: QueueServices
-    _lock: threading.Lock
-    _scheduler: Scheduler
-    _closed: bool
-    _finished_since_commit: int
-    _wakeup: threading.Condition
-    _woken: bool
-
-    def _wake(self) -> None:
-        """Tell the iterating thread a slot, a key or a partition may be free."""
-        with self._wakeup:
-            self._woken = True
-            self._wakeup.notify_all()
+    partitions: TopicPartitions
 
     def ack(self, message: MessageProxy) -> None:
         """A job ended without being rejected: done, failed for a retry, cut
@@ -78,8 +61,8 @@ class JobSettling:
         wrong here, the job ends in a state with a wake-up."""
         job = message._job
         sends = self.producer.take_thread_sends()
-        with self._lock:
-            if self._closed or not self._scheduler.current(job):
+        with self.partitions.lock:
+            if self.partitions.closed or not self.partitions.scheduler.current(job):
                 self.logger.debug("Ignoring the end of %s: its partition is no longer ours.", message)
                 return
         # Dramatiq 2.2.0's clear_exception() deletes the attribute.
@@ -88,8 +71,8 @@ class JobSettling:
             if message.cancelled:
                 # Its partition was revoked before it started, or it stopped
                 # early on revoked(): not done, the new owner runs it.
-                with self._lock:
-                    self._scheduler.hand_back(job)
+                with self.partitions.lock:
+                    self.partitions.scheduler.hand_back(job)
             elif rejected:
                 outcome, message.outcome = message.outcome, None
                 if isinstance(outcome, ToDeadLetters):
@@ -99,8 +82,8 @@ class JobSettling:
             elif error is not None:
                 self._failed(message, error)
             elif sends is not None and sends.pending:
-                with self._lock:
-                    self._scheduler.awaiting_sends(job)
+                with self.partitions.lock:
+                    self.partitions.scheduler.awaiting_sends(job)
                 sends.when_settled(lambda delivered: self._sends_settled(message, sends, delivered))
             elif sends is not None and sends.failed:
                 self._sends_settled(message, sends, delivered=False)
@@ -108,23 +91,23 @@ class JobSettling:
                 self._succeeded(job)
         except Exception:
             self._recover(message)
-        self._wake()
+        self.partitions.wake()
 
     def _recover(self, message: KafkaMessageProxy) -> None:
         """The ack path itself raised (a bug, a broken hook): run the job again."""
         self.logger.exception(
             "Settling %s failed; it runs again in %.0fs.", message.message_id, ACK_ERROR_BACKOFF
         )
-        with self._lock:
+        with self.partitions.lock:
             job = message._job
             if job.state in (JobState.RUNNING, JobState.AWAITING_SENDS):
                 job.detail = message
-                self._scheduler.retry(job, time.monotonic() + ACK_ERROR_BACKOFF)
+                self.partitions.scheduler.retry(job, time.monotonic() + ACK_ERROR_BACKOFF)
 
     def _succeeded(self, job: Job) -> None:
-        with self._lock:
-            if self._scheduler.succeeded(job):
-                self._finished_since_commit += 1
+        with self.partitions.lock:
+            if self.partitions.scheduler.succeeded(job):
+                self.partitions.finished_since_commit += 1
 
     def _sends_settled(self, message: KafkaMessageProxy, sends: ThreadSends, delivered: bool) -> None:
         """Kafka reported on every record the job enqueued (from the
@@ -140,7 +123,7 @@ class JobSettling:
                 self._failed(message, error)
         except Exception:
             self._recover(message)
-        self._wake()
+        self.partitions.wake()
 
     def decide(self, message: KafkaMessageProxy, error: BaseException) -> Outcome | None:
         """Count a failed run of ``message`` and decide what becomes of it;
@@ -152,11 +135,11 @@ class JobSettling:
         job = message._job
         policy = self.topology.retry_policy(message)
         requeue = self.config.retry_mode == "requeue"
-        with self._lock:
+        with self.partitions.lock:
             if requeue:
                 # A requeued job is a new record: its failures travel in the message.
                 job.failures = max(job.failures, int(message.options.get("retries", 0)))
-            if not self._scheduler.failed(job, spent=is_failure(error)):
+            if not self.partitions.scheduler.failed(job, spent=is_failure(error)):
                 return None
             failures, failures_in_a_row = job.failures, job.schedule.failures_in_a_row
         outcome = decide(
@@ -195,7 +178,7 @@ class JobSettling:
             message,
             max(message.failures, 1),
             f" ({outcome.reason})" if outcome.reason else "",
-            self.dead_letter_topic,
+            self.partitions.dead_letter_topic,
         )
         self._reject(message, error, exhausted=outcome.exhausted, reason=outcome.reason)
 
@@ -203,9 +186,9 @@ class JobSettling:
         self, message: KafkaMessageProxy, error: BaseException, outcome: RetryInPlace
     ) -> None:
         job = message._job
-        with self._lock:
+        with self.partitions.lock:
             job.detail = message
-            if not self._scheduler.retry(job, time.monotonic() + outcome.delay / 1000):
+            if not self.partitions.scheduler.retry(job, time.monotonic() + outcome.delay / 1000):
                 job.detail = None
                 return
         EVENTS.retried(self.queue_name)
@@ -251,13 +234,13 @@ class JobSettling:
             else:
                 self.logger.error("The retry of %s was not delivered; it is retried in place.", message)
                 self._retry_in_place(message, error, fallback)
-            self._wake()
+            self.partitions.wake()
 
         if sends is None:
             self._succeeded(job)
             return
-        with self._lock:
-            self._scheduler.awaiting_sends(job)
+        with self.partitions.lock:
+            self.partitions.scheduler.awaiting_sends(job)
         sends.when_settled(settled)
 
     def _reject(
@@ -269,7 +252,7 @@ class JobSettling:
         reason: str | None = None,
     ) -> None:
         job = message._job
-        self._dead_letter(
+        self.partitions.dead_letter(
             job,
             message_id=message.message_id,
             attempts=max(job.failures, job.runs),
@@ -281,57 +264,3 @@ class JobSettling:
         except Exception:
             # The dead letter is on its way: a broken hook must not stop it.
             self.logger.exception("The dead-letter hooks of message %s failed.", message.message_id)
-
-    def _dead_letter(
-        self,
-        job: Job,
-        *,
-        message_id: str,
-        attempts: int,
-        error: BaseException | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """Write the job's record to the dead-letter topic; its partition
-        starts no new job until Kafka has it, then its offset is finished."""
-        # The headers are made once: no exception (and none of its frames)
-        # is kept while a refused write waits to be tried again.
-        headers = self.dead_letters.headers(job.record, attempts=attempts, error=error, reason=reason)
-        with self._lock:
-            if not self._scheduler.dead_lettering(job):
-                return
-            job.detail = (message_id, headers)
-        self._write_dead_letter(job)
-
-    def _write_dead_letter(self, job: Job) -> None:
-        message_id, headers = job.detail
-
-        def done(error: object | None) -> None:
-            if error is None:
-                with self._lock:
-                    written = self._scheduler.dead_lettered(job)
-                    self._finished_since_commit += written
-                if written:
-                    EVENTS.dead_lettered(self.queue_name, self.dead_letter_topic)
-            else:
-                backoff = min(DEAD_LETTER_BACKOFF * 2 ** (job.attempts_of_write - 1), DEAD_LETTER_MAX_BACKOFF)
-                self.logger.error(
-                    "Could not dead-letter message %s to %r (%s); trying again in %.1fs. "
-                    "Its offset stays uncommitted.",
-                    message_id or f"at {job.partition}@{job.offset}",
-                    self.dead_letter_topic,
-                    error,
-                    backoff,
-                )
-                with self._lock:
-                    self._scheduler.dead_letter_refused(job, time.monotonic() + backoff)
-            self._wake()
-
-        self.dead_letters.write(
-            self.dead_letter_topic, job.record, headers, message_id=message_id, on_done=done
-        )
-
-    def _write_due_dead_letters(self, now: float) -> None:
-        with self._lock:
-            due = self._scheduler.dead_letters_due(now)
-        for job in due:
-            self._write_dead_letter(job)

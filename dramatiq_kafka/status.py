@@ -9,8 +9,8 @@ the topic keeps only live or crashed processes.  The format is in
 ``docs/wire-format.md``; a record never holds a job's arguments or any
 setting, and is at most :data:`MAX_STATUS_BYTES` long.
 
-The consumers' state is read through ``KafkaConsumer.snapshot()``, a
-read-only view taken under the consumer's lock.
+The consumers' state is read through ``TopicPartitions.snapshot()``, a
+read-only view taken under the partitions' lock.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from . import __version__
 from .client_log import with_log
 from .events import EVENTS
 from .periodic import Periodic
+from .topic_partitions import TopicPartitions
 
 #: The status topic's name after the broker's prefix.
 STATUS_TOPIC = "__dramatiq_kafka_status"
@@ -140,11 +141,9 @@ class WorkerStatus(Middleware):
         worker = self._worker
         queues = []
         for queue_name, thread in sorted((getattr(worker, "consumers", None) or {}).items()):
-            consumer = getattr(thread, "consumer", None)
-            snapshot = getattr(consumer, "snapshot", None)
-            if snapshot is None:
-                continue
-            queues.append({"queue": queue_name, **snapshot()})
+            partitions = getattr(getattr(thread, "consumer", None), "partitions", None)
+            if isinstance(partitions, TopicPartitions):
+                queues.append({"queue": queue_name, **partitions.snapshot()})
         running = [
             _running_job(message, started)
             for message, started in sorted(dict(self._running).values(), key=lambda job: job[1])

@@ -145,7 +145,7 @@ def test_a_worker_left_without_a_partition_says_so_once(
         while time.monotonic() < deadline:
             next(first)
             next(second)
-            holding = [bool(c._partitions) for c in (first, second)]  # type: ignore[attr-defined]
+            holding = [bool(c.partitions.held) for c in (first, second)]  # type: ignore[attr-defined]
             if sorted(holding) == [False, True] and "holds no partition" in caplog.text:
                 break
         for _ in range(20):  # more rebalance steps, if any

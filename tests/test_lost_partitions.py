@@ -37,9 +37,9 @@ def make_consumer(kafka_bootstrap: str, unique_name: str) -> tuple[KafkaBroker, 
     consumer = broker.consume(unique_name, prefetch=1, timeout=200)
     assert isinstance(consumer, KafkaConsumer)
     deadline = time.monotonic() + 30
-    while not consumer._partitions and time.monotonic() < deadline:
+    while not consumer.partitions.held and time.monotonic() < deadline:
         next(consumer)
-    assert sorted(consumer._partitions) == [0, 1]
+    assert sorted(consumer.partitions.held) == [0, 1]
     return broker, consumer
 
 
@@ -64,23 +64,23 @@ def test_a_member_that_never_rejoins_after_losing_its_partitions_gets_a_new_clie
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     broker, consumer = make_consumer(kafka_bootstrap, unique_name)
-    reported_lost = consumer.lost
+    reported_lost = consumer.partitions.lost
 
     def lost_for_good(partitions: list[int]) -> None:
         # Unsubscribed on the member's next turn, before librdkafka can rejoin
         # (asked after the loss, it sometimes already had): no assignment can come.
         reported_lost(partitions)
         consumer.member._requests.append(lambda client: client.unsubscribe())
-        monkeypatch.setattr(consumer, "lost", reported_lost)
+        monkeypatch.setattr(consumer.partitions, "lost", reported_lost)
 
-    monkeypatch.setattr(consumer, "lost", lost_for_good)
+    monkeypatch.setattr(consumer.partitions, "lost", lost_for_good)
     try:
         old = consumer.member._client
         lose_partitions(consumer, caplog)
         started = time.monotonic()
-        while not consumer._partitions and time.monotonic() - started < REJOIN_BOUND:
+        while not consumer.partitions.held and time.monotonic() - started < REJOIN_BOUND:
             next(consumer)  # never raises: the member replaces its client by itself
-        assert sorted(consumer._partitions) == [0, 1]
+        assert sorted(consumer.partitions.held) == [0, 1]
         assert consumer.member._client is not old
         assert time.monotonic() - started >= consumer.member.rejoin_timeout - SESSION_MS / 1000
         assert "has not rejoined its group since: starting a new one." in caplog.text
@@ -99,7 +99,7 @@ def test_a_member_that_rejoins_after_losing_its_partitions_keeps_its_client(
         deadline = time.monotonic() + consumer.member.rejoin_timeout + 2
         while time.monotonic() < deadline:
             next(consumer)  # librdkafka rejoins by itself here
-        assert sorted(consumer._partitions) == [0, 1]
+        assert sorted(consumer.partitions.held) == [0, 1]
         assert consumer.member._client is old
     finally:
         consumer.close()
