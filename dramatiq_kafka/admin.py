@@ -271,6 +271,13 @@ class TopicAdmin:
                 raise self._unreachable(e.args[0]) from None
         return ends
 
+    def drained(self, topic: str) -> bool:
+        """Whether the group committed every record of ``topic``."""
+        watermarks = self.watermarks(topic)
+        committed = self.committed_offsets(topic, list(watermarks))
+        # Records below the low watermark were deleted: nothing to wait for.
+        return all(max(committed[p], low) >= high for p, (low, high) in watermarks.items())
+
     def committed_offsets(self, topic: str, partitions: list[int]) -> dict[int, int]:
         """The group's committed position per partition (-1 when none)."""
         if not partitions:

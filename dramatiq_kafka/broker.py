@@ -15,7 +15,7 @@ from dramatiq.message import Message
 from dramatiq.middleware import Middleware, Retries
 
 from .admin import TopicAdmin
-from .client_scopes import split_config
+from .client_scopes import ClientSettings
 from .consumer import KafkaConsumer
 from .dead_letters import DeadLetterWriter
 from .delay_consumer import DelayConsumer
@@ -31,8 +31,6 @@ from .queue_config import (
     QueueConfig,
     check_broker_settings,
     check_group_start,
-    dead_letter_of,
-    queue_config_of,
 )
 from .retry_policy import RetryPolicy
 from .services import BrokerServices
@@ -149,30 +147,26 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self.group_id = group_id
         # A consumer-only (or producer-only) setting in `config` goes only where it applies:
         # elsewhere librdkafka would ignore it with a CONFWARN per client.
-        shared, consumer_only, producer_only = split_config(config or {})
-        self.client_config = {**shared, "bootstrap.servers": self.bootstrap_servers}
-        self.consumer_config = {
-            **self.client_config,
-            **consumer_only,
-            **(consumer_config or {}),
-            "group.id": group_id,
-        }
+        self.client_settings = ClientSettings(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=group_id,
+            config=config,
+            producer_config=producer_config,
+            consumer_config=consumer_config,
+        )
+        self.client_config = self.client_settings.client
+        self.consumer_config = self.client_settings.consumer
         #: The queues' topics, settings and retry policies.
-        self.topology = Topology(
+        self.topology = Topology.of(
             prefix=topic_prefix,
-            queues={
-                name: queue_config_of(queue, f"queues[{name!r}]") for name, queue in (queues or {}).items()
-            },
-            default_queue=(
-                QueueConfig() if default_queue is None else queue_config_of(default_queue, "default_queue")
-            ),
-            dead_letter=dead_letter_of(dead_letter, "dead_letter"),
+            queues=queues,
+            default_queue=default_queue,
+            dead_letter=dead_letter,
             actors=self.actors,
         )
         self.create_topics = create_topics
         check_group_start(new_group_start, "KafkaBroker")
         self.new_group_start = new_group_start
-        self._user_offset_reset = "auto.offset.reset" in (consumer_config or {})
         self.request_timeout = request_timeout
         self.fail_fast_default = fail_fast_default
         self.queues: set[str] = set()
@@ -181,7 +175,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self.failures_by_queue: dict[str, list[JobFailure]] = {}
         self.group_members = GroupMembers(group_id)
 
-        self.producer = KafkaProducer({**self.client_config, **producer_only, **(producer_config or {})})
+        self.producer = KafkaProducer(self.client_settings.producer)
         self.admin = TopicAdmin(self.client_config, group_id, timeout=request_timeout)
         self.dead_letters = DeadLetterWriter(self.producer, group_id)
         self.services = BrokerServices(self)
@@ -365,22 +359,6 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         """
         self.producer.flush(timeout)
 
-    def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
-        if signal == "worker_boot" and args:
-            # The worker asks for its queues' consumers one by one, from their own
-            # threads: the process's group member subscribes once they all came.
-            whitelist = getattr(args[0], "consumer_whitelist", None) or set()
-            queues = {q for q in self.queues if not whitelist or q in whitelist}
-            self.group_members.await_queues(queues | {dq_name(q) for q in queues})
-        super().emit_before(signal, *args, **kwargs)
-
-    def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
-        if signal == "process_boot":
-            # A worker process sends retries, dead letters and its jobs' messages: its
-            # producer gets ready while the process joins its group (KafkaProducer.start).
-            self.producer.start()
-        super().emit_after(signal, *args, **kwargs)
-
     # -- consuming -----------------------------------------------------------------------------------
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 1000) -> Consumer:
@@ -397,7 +375,11 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             queue_name=queue_name,
             topology=self.topology,
             member=self.group_members.member_for(
-                queue_name, self.topic_name(queue_name), self._consumer_client_config(queue_name)
+                queue_name,
+                self.topic_name(queue_name),
+                self.client_settings.consumer_starting(
+                    self.queue_config(queue_name).new_group_start, self.new_group_start
+                ),
             ),
             timeout=timeout,
             producer=self.producer,
@@ -408,14 +390,6 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             self.ensure_topics(q_name(queue_name))
             return DelayConsumer(**options)
         return KafkaConsumer(prefetch=prefetch, services=self.services, **options)
-
-    def _consumer_client_config(self, queue_name: str) -> dict[str, Any]:
-        """The librdkafka settings of a queue's consumer: where a new group starts."""
-        config = dict(self.consumer_config)
-        start = self.queue_config(queue_name).new_group_start
-        if start is not None or not self._user_offset_reset:
-            config["auto.offset.reset"] = start or self.new_group_start
-        return config
 
     # -- testing helpers -----------------------------------------------------------------------------
 
@@ -439,7 +413,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         should_fail_fast = self.fail_fast_default if fail_fast is None else fail_fast
         self.flush_producer()
         while True:
-            drained = self._drained(queue_name) and self._drained(dq_name(queue_name))
+            drained = all(self.admin.drained(self.topic_name(q)) for q in (queue_name, dq_name(queue_name)))
             # Checked after the drain: a job may fail while the offsets are read.
             if should_fail_fast:
                 for failure in self.failures_by_queue.get(q_name(queue_name), []):
@@ -449,13 +423,6 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             if deadline is not None and time.monotonic() >= deadline:
                 raise QueueJoinTimeout(queue_name)
             time.sleep(0.1)
-
-    def _drained(self, queue_name: str) -> bool:
-        topic = self.topic_name(queue_name)
-        watermarks = self.admin.watermarks(topic)
-        committed = self.admin.committed_offsets(topic, list(watermarks))
-        # Records below the low watermark were deleted: nothing to wait for.
-        return all(max(committed[p], low) >= high for p, (low, high) in watermarks.items())
 
     def flush(self, queue_name: str) -> None:
         """Delete every record of a queue's topic (for tests)."""

@@ -98,3 +98,44 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
         else:
             shared[name] = value
     return shared, consumer, producer
+
+
+class ClientSettings:
+    """The librdkafka settings of each kind of client of a broker.
+
+    Parameters:
+      bootstrap_servers(str): Kafka's address.
+      group_id(str): The workers' consumer group.
+      config(dict): Settings of every client (those of one kind only go to it).
+      producer_config(dict): Extra settings of the producer.
+      consumer_config(dict): Extra settings of the consumers.
+
+    Attributes:
+      client(dict): Every client's (the admin client's: no producer tuning).
+      consumer(dict): The consumers'.
+      producer(dict): The producer's.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        group_id: str,
+        config: dict[str, Any] | None = None,
+        producer_config: dict[str, Any] | None = None,
+        consumer_config: dict[str, Any] | None = None,
+    ) -> None:
+        shared, consumer_only, producer_only = split_config(config or {})
+        self.client = {**shared, "bootstrap.servers": bootstrap_servers}
+        self.consumer = {**self.client, **consumer_only, **(consumer_config or {}), "group.id": group_id}
+        self.producer = {**self.client, **producer_only, **(producer_config or {})}
+        self._offset_reset_given = "auto.offset.reset" in (consumer_config or {})
+
+    def consumer_starting(self, queue_start: str | None, broker_start: str) -> dict[str, Any]:
+        """The consumers' settings for a queue: where a new group starts is the
+        queue's ``new_group_start``, else ``auto.offset.reset`` of
+        ``consumer_config``, else the broker's ``new_group_start``."""
+        config = dict(self.consumer)
+        if queue_start is not None or not self._offset_reset_given:
+            config["auto.offset.reset"] = queue_start or broker_start
+        return config

@@ -20,7 +20,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.common import dq_name, q_name
 from dramatiq.message import Message
 
-from .queue_config import DeadLetter, QueueConfig, Unset
+from .queue_config import DeadLetter, QueueConfig, Unset, dead_letter_of, queue_config_of
 from .retry_policy import RetryPolicy
 from .topics import QueueTopics, dead_letter_topic_name, topic_name
 
@@ -49,6 +49,34 @@ class Topology:
     default_queue: QueueConfig = field(default_factory=QueueConfig)
     dead_letter: DeadLetter | None = DEFAULT_DEAD_LETTER
     actors: Mapping[str, Actor[Any, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        prefix: str,
+        queues: Mapping[str, QueueConfig | Mapping[str, Any]] | None,
+        default_queue: QueueConfig | Mapping[str, Any] | None,
+        dead_letter: DeadLetter | Mapping[str, Any] | None,
+        actors: Mapping[str, Actor[Any, Any]],
+    ) -> Topology:
+        """The topology of a broker's settings, where a plain dict does for a
+        ``QueueConfig`` or a ``DeadLetter`` (Django settings).
+
+        Raises:
+          ConfigurationError: Naming the setting that is not one.
+        """
+        return cls(
+            prefix=prefix,
+            queues={
+                name: queue_config_of(queue, f"queues[{name!r}]") for name, queue in (queues or {}).items()
+            },
+            default_queue=(
+                QueueConfig() if default_queue is None else queue_config_of(default_queue, "default_queue")
+            ),
+            dead_letter=dead_letter_of(dead_letter, "dead_letter"),
+            actors=actors,
+        )
 
     def with_prefix(self, prefix: str) -> Topology:
         """The same queues under another prefix (the command's ``--prefix``)."""

@@ -151,7 +151,7 @@ def test_every_queue_spreads_over_two_worker_processes(
 
         def spread() -> bool:
             held = [
-                {queue: len(getattr(worker.consumers[queue].consumer, "_partitions", {})) for queue in queues}
+                {queue: len(worker.consumers[queue].consumer.partitions.held) for queue in queues}
                 for worker in workers
             ]
             return all(held[0][q] + held[1][q] == 4 and held[0][q] and held[1][q] for q in queues)

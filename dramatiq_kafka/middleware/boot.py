@@ -1,10 +1,12 @@
-"""Fail a worker at boot when Kafka cannot be reached, or when it runs under gevent."""
+"""A worker's boot: fail it when Kafka cannot be reached or it runs under gevent; get its
+group member and producer ready."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import dramatiq
+from dramatiq.common import dq_name
 from dramatiq.middleware import Middleware
 from dramatiq.threading import is_gevent_active
 
@@ -33,7 +35,17 @@ class BootCheck(Middleware):
     connection error every second and never exit.  The error names the
     bootstrap servers and makes ``dramatiq`` exit with code 3.  A
     ``dramatiq-gevent`` worker exits the same way, saying why.
+
+    It also tells the process's group members which queues the worker will
+    consume, and starts the producer early.
     """
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        # A worker process sends retries, dead letters and its jobs' messages: its
+        # producer gets ready while the process joins its group (KafkaProducer.start).
+        producer = getattr(broker, "producer", None)
+        if producer is not None:
+            producer.start()
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         # Also here: the process may have been patched after the broker was made.
@@ -41,3 +53,10 @@ class BootCheck(Middleware):
         admin = getattr(broker, "admin", None)
         if admin is not None:
             admin.topic_names()
+        members = getattr(broker, "group_members", None)
+        if members is not None:
+            # The worker asks for its queues' consumers one by one, from their own
+            # threads: the process's group member subscribes once they all came.
+            whitelist = getattr(worker, "consumer_whitelist", None) or set()
+            queues = {q for q in broker.get_declared_queues() if not whitelist or q in whitelist}
+            members.await_queues(queues | {dq_name(q) for q in queues})
