@@ -56,12 +56,9 @@ class KafkaConsumer(JobSettling, Consumer):
         (``retry_mode="requeue"``) and hears of each dead letter.
       settle_timeout(float): Seconds ``close`` waits for dead letters and
         sends still in flight.
-      commit_interval(float): Seconds between asynchronous commits.
-      commit_every(int): Commit sooner once this many jobs finished, so a
-        crash repeats at most this many finished jobs (plus those that
-        finished behind a job still running).
-      revoke_grace(float): Seconds a revocation waits for the partitions'
-        running jobs to finish (and be committed) before letting them go.
+
+    When it commits and how long a revocation waits for running jobs are
+    :class:`~dramatiq_kafka.topic_partitions.TopicPartitions`' defaults.
     """
 
     def __init__(
@@ -76,9 +73,6 @@ class KafkaConsumer(JobSettling, Consumer):
         dead_letters: DeadLetterWriter,
         services: QueueServices,
         settle_timeout: float = 10.0,
-        commit_interval: float = 0.5,
-        commit_every: int = 100,
-        revoke_grace: float = 5.0,
     ) -> None:
         self.logger = get_logger(__name__, f"{type(self).__name__}({queue_name})")
         self.queue_name = queue_name
@@ -92,8 +86,8 @@ class KafkaConsumer(JobSettling, Consumer):
         self.settle_timeout = settle_timeout
         prefetch = max(prefetch, 1)
         self.partitions = TopicPartitions(
-            topic=self.topic,
             queue_name=queue_name,
+            topology=topology,
             scheduler=Scheduler(
                 limit=prefetch,
                 ordered=self.config.ordered,
@@ -104,11 +98,7 @@ class KafkaConsumer(JobSettling, Consumer):
             ),
             member=member,
             dead_letters=dead_letters,
-            dead_letter_topic=topology.dead_letter_topic(queue_name),
             logger=self.logger,
-            commit_interval=commit_interval,
-            commit_every=commit_every,
-            revoke_grace=revoke_grace,
         )
         member.attach(self)
 
@@ -141,22 +131,18 @@ class KafkaConsumer(JobSettling, Consumer):
     # -- the iterator --------------------------------------------------------------------------------
 
     def __next__(self) -> MessageProxy | None:
-        partitions = self.partitions
         deadline = time.monotonic() + self.timeout
         while True:
             now = time.monotonic()
-            partitions.raise_failure()
-            partitions.write_due_dead_letters(now)
+            self.partitions.before_turn(now)
             proxy = self._dispatch(now)
             if proxy is not None:
                 return proxy
             if now >= deadline:
                 return None
-            partitions.update_pauses()
             # Records arriving, a job ending (a slot or a key free again) and a
             # revocation wake this thread before then.
-            held_back = 0.0 if self.member.shared else self._held_back()
-            partitions.sleep(min(deadline, partitions.next_due()) - now, held_back)
+            self.partitions.idle(now, deadline, 0.0 if self.member.shared else self._held_back())
 
     def _dispatch(self, now: float) -> MessageProxy | None:
         """The next job that may start, if any: a retry that fell due, or the

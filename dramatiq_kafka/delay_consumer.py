@@ -95,9 +95,6 @@ class DelayConsumer(Consumer):
       producer(KafkaProducer): Sends the due records to the queue's topic.
       dead_letters(DeadLetterWriter): Writes records that cannot be decoded.
       settle_timeout(float): Seconds ``close`` waits for dead letters in flight.
-      commit_interval(float): Seconds between asynchronous commits.
-      commit_every(int): Commit sooner once this many records moved.
-      revoke_grace(float): Seconds a revocation waits for dead letters in flight.
     """
 
     def __init__(
@@ -110,9 +107,6 @@ class DelayConsumer(Consumer):
         producer: KafkaProducer,
         dead_letters: DeadLetterWriter,
         settle_timeout: float = 10.0,
-        commit_interval: float = 0.5,
-        commit_every: int = 100,
-        revoke_grace: float = 5.0,
     ) -> None:
         self.logger = get_logger(__name__, f"{type(self).__name__}({queue_name})")
         self.queue_name = queue_name
@@ -124,35 +118,27 @@ class DelayConsumer(Consumer):
         self.timeout = timeout / 1000
         self.producer = producer
         self.settle_timeout = settle_timeout
+        # No job of it runs in the worker: the in-flight limit is unused.
+        scheduler = Scheduler(limit=1, buffer_limit=self.delay_buffer, schedule_type=DelayPartition)
         self.partitions = TopicPartitions(
-            topic=self.topic,
             queue_name=queue_name,
-            # No job of it runs in the worker: the in-flight limit is unused.
-            scheduler=Scheduler(limit=1, buffer_limit=self.delay_buffer, schedule_type=DelayPartition),
+            topology=topology,
+            scheduler=scheduler,
             member=member,
             dead_letters=dead_letters,
-            dead_letter_topic=topology.dead_letter_topic(queue_name),
             logger=self.logger,
-            commit_interval=commit_interval,
-            commit_every=commit_every,
-            revoke_grace=revoke_grace,
         )
         member.attach(self)
 
     def __next__(self) -> MessageProxy | None:
         # Nothing for Dramatiq's worker: due records are moved by this thread.
-        partitions = self.partitions
         deadline = time.monotonic() + self.timeout
-        while True:
-            now = time.monotonic()
-            partitions.raise_failure()
-            partitions.write_due_dead_letters(now)
-            next_release = self._release_due()  # epoch seconds
-            if now >= deadline:
-                return None
-            partitions.update_pauses()
-            next_release_at = now + next_release - current_millis() / 1000
-            partitions.sleep(min(deadline, partitions.next_due(), next_release_at) - now)
+        while (now := time.monotonic()) < deadline:
+            self.partitions.before_turn(now)
+            # The next release is on the wall clock (an eta).
+            next_release = now + self._release_due() - current_millis() / 1000
+            self.partitions.idle(now, min(deadline, next_release))
+        return None
 
     def ack(self, message: MessageProxy) -> None:
         raise TypeError("A delay consumer hands out no message to acknowledge.")

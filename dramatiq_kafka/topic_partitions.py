@@ -30,6 +30,7 @@ from .scheduling import Scheduler
 if TYPE_CHECKING:
     from .dead_letters import DeadLetterWriter
     from .group import GroupMember
+    from .topology import Topology
 
 __all__ = ["PROGRESS_TIMEOUT", "TopicConsumer", "TopicPartitions"]
 
@@ -59,13 +60,12 @@ class TopicPartitions:
     change to the scheduler is made under :attr:`lock`.
 
     Parameters:
-      topic(str): The topic.
-      queue_name(str): The queue it serves (for logs and metrics).
+      queue_name(str): The queue (or delay queue) whose topic it is.
+      topology(Topology): Names the topic and its dead-letter topic.
       scheduler(Scheduler): The Kafka-free state of the partitions.
       member(GroupMember): The process's Kafka consumer that fetches the topic.
       dead_letters(DeadLetterWriter): Writes records that fail for good or
         cannot be decoded.
-      dead_letter_topic(str): Where they go.
       logger: The consumer's logger.
       commit_interval(float): Seconds between asynchronous commits.
       commit_every(int): Commit sooner once this many records finished.
@@ -76,23 +76,22 @@ class TopicPartitions:
     def __init__(
         self,
         *,
-        topic: str,
         queue_name: str,
+        topology: Topology,
         scheduler: Scheduler,
         member: GroupMember,
         dead_letters: DeadLetterWriter,
-        dead_letter_topic: str,
         logger: Any,
         commit_interval: float = 0.5,
         commit_every: int = 100,
         revoke_grace: float = 5.0,
     ) -> None:
-        self.topic = topic
+        self.topic = topology.topic_name(queue_name)
         self.queue_name = queue_name
         self.scheduler = scheduler
         self.member = member
         self.dead_letters = dead_letters
-        self.dead_letter_topic = dead_letter_topic
+        self.dead_letter_topic = topology.dead_letter_topic(queue_name)
         self.logger = logger
         self.commit_interval = commit_interval
         self.commit_every = commit_every
@@ -162,21 +161,29 @@ class TopicPartitions:
         self._failure = error
         self.wake()
 
-    def raise_failure(self) -> None:
+    def before_turn(self, now: float) -> None:
+        """What a consumer's ``__next__`` does first: raise what the member failed
+        with, write again the dead letters whose backoff is over."""
         error, self._failure = self._failure, None
         if error is not None:
             raise error
+        with self.lock:
+            due = self.scheduler.dead_letters_due(now)
+        for job in due:
+            self._write_dead_letter(job)
+
+    def idle(self, now: float, until: float, held_back: float = 0.0) -> None:
+        """Pause or resume what needs it, then wait until ``until`` (monotonic),
+        something falls due or a wake-up (see :meth:`sleep`)."""
+        self.update_pauses()
+        with self.lock:
+            due = self.scheduler.next_due()
+        self.sleep(min(until, math.inf if due is None else due) - now, held_back)
 
     def busy(self) -> bool:
         """Whether jobs run or wait (the member then polls in short slices)."""
         with self.lock:
             return self.scheduler.in_flight > 0 or any(s.buffer or s.blocked for s in self.held.values())
-
-    def next_due(self) -> float:
-        """When (monotonic) something falls due: a retry, a dead letter to write again."""
-        with self.lock:
-            due = self.scheduler.next_due()
-        return math.inf if due is None else due
 
     # -- what the member reports (its thread) --------------------------------------------------------
 
@@ -379,13 +386,6 @@ class TopicPartitions:
         self.dead_letters.write(
             self.dead_letter_topic, job.record, headers, message_id=message_id, on_done=done
         )
-
-    def write_due_dead_letters(self, now: float) -> None:
-        """Write again the dead letters whose backoff is over."""
-        with self.lock:
-            due = self.scheduler.dead_letters_due(now)
-        for job in due:
-            self._write_dead_letter(job)
 
     # -- closing -------------------------------------------------------------------------------------
 
