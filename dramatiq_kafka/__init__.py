@@ -18,6 +18,7 @@ from .errors import (
     DeliveryTimeout,
     KafkaBrokerError,
     KafkaConnectionError,
+    RequestRefused,
     TLSHandshakeError,
 )
 from .middleware.context import CurrentContext, InvalidContext
@@ -46,6 +47,7 @@ __all__ = [
     "KafkaConnectionError",
     "KafkaMessageProxy",
     "QueueConfig",
+    "RequestRefused",
     "TLSHandshakeError",
     "TraceContext",
     "current_message",

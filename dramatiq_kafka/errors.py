@@ -117,6 +117,18 @@ class TLSHandshakeError(AuthenticationError):
         self.reason = reason
 
 
+class RequestRefused(KafkaBrokerError):
+    """The dashboard refused a request; the message says why and what to do.
+
+    Attributes:
+      status(str): The HTTP status line it is answered with (``"403 Forbidden"``).
+    """
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class JobFailure(NamedTuple):
     """What is kept of a dead-lettered job's error for ``join(fail_fast=True)``:
     not the exception itself, which would keep its traceback's frames (and

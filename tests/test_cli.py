@@ -397,6 +397,19 @@ def test_dlq_replay_sends_the_originals_once(dead_letters: dict[str, Any]) -> No
     assert record_count(d["bootstrap"], queue) == 10
 
 
+def test_dlq_resolve_marks_dead_letters_handled_without_sending_them(dead_letters: dict[str, Any]) -> None:
+    d, queue = dead_letters, dead_letters["queue"]
+    code, out, err = dlq("resolve", d, "--error-type", "KeyError")
+    assert code == 0, err
+    assert f"Resolved 2 dead letter(s) of '{queue}.XQ' without replaying them; 3 left out" in out
+    assert record_count(d["bootstrap"], queue) == 5  # nothing sent
+    assert [r["offset"] for r in dlq_json("show", d, "--pending")] == [0, 2, 4]
+    # A replay leaves the resolved ones out.
+    report = dlq_json("replay", d)
+    assert (report["replayed"], report["already_replayed"]) == (3, 2)
+    assert dlq_json("resolve", d)["resolved"] == 0
+
+
 def test_an_unknown_actor_in_a_filter_fails_with_a_suggestion(dead_letters: dict[str, Any]) -> None:
     code, _out, err = dlq("replay", dead_letters, "--actor", "prase")
     assert code == 2

@@ -179,6 +179,36 @@ def cmd_dlq_replay(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
+def cmd_dlq_resolve(args: argparse.Namespace, ctx: Context) -> int:
+    reader = dead_letter_reader(args, ctx)
+    try:
+        result = replay(reader, ctx.config, filters_of(args), resolve=True)
+    finally:
+        reader.close()
+    check_actor_names(args, ctx, result.actors_seen, reader.topic)
+    if args.json:
+        print_json(
+            ctx.out,
+            {
+                "topic": reader.topic,
+                "dlq_group": reader.group_id,
+                "examined": result.examined,
+                "resolved": result.resolved,
+                "skipped": result.skipped,
+                "already_replayed": result.already,
+                "deferred": result.deferred,
+            },
+        )
+    else:
+        ctx.out.write(
+            f"Resolved {result.resolved} dead letter(s) of {reader.topic!r} without replaying them; "
+            f"{result.skipped} left out by the filters, {result.already} replayed or resolved before"
+            + (f", {result.deferred} deferred to a later run" if result.deferred else "")
+            + ".\n"
+        )
+    return EXIT_OK
+
+
 def check_actor_names(args: argparse.Namespace, ctx: Context, seen: set[str], topic: str) -> None:
     """Fail on an ``--actor`` that names no known actor, with a suggestion.
 

@@ -9,7 +9,7 @@ from typing import Any
 from .. import __version__
 from ..broker import BOOTSTRAP_SERVERS_ENV
 from .connection import DEFAULT_PORT
-from .dlq import cmd_dlq_replay, cmd_dlq_show
+from .dlq import cmd_dlq_replay, cmd_dlq_resolve, cmd_dlq_show
 from .queues import cmd_lag, cmd_topics, cmd_topics_ensure
 from .web import cmd_web
 
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     lag.add_argument("queue", nargs="*", metavar="QUEUE", help="only these queues")
     lag.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    dlq = commands.add_parser("dlq", help="show or replay dead letters", description="Dead letters.")
+    dlq = commands.add_parser("dlq", help="show, replay or resolve dead letters", description="Dead letters.")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="COMMAND", required=True)
     dlq_show = _command(
         dlq_commands,
@@ -167,14 +167,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="a progress bar on stderr (default: when stderr is a terminal)",
     )
 
+    dlq_resolve = _command(
+        dlq_commands,
+        "resolve",
+        cmd_dlq_resolve,
+        common,
+        help="mark dead letters as handled without replaying them",
+        description="Commit the matching dead letters in the DLQ group as handled, sending nothing: "
+        "later replays leave them out, and `dlq show --pending` no longer lists them.",
+    )
+    _filter_options(dlq_resolve)
+
     web = _command(
         commands,
         "web",
         cmd_web,
         common,
-        help="a read-only web dashboard of the queues and workers",
-        description="Serve the dashboard (queues, partitions, workers' status records) over HTTP.",
+        help="a web dashboard of the queues, workers and dead letters",
+        description="Serve the dashboard (queues, partitions, workers' status records, dead letters) "
+        "over HTTP.",
     )
     web.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)")
     web.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    web.add_argument("--read-only", action="store_true", help="offer no action, whatever the token")
+    web.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="a file holding the token that replay and resolve need (default: $DRAMATIQ_KAFKA_WEB_TOKEN; "
+        "none: actions are off)",
+    )
     return parser

@@ -51,6 +51,7 @@ class ReplayResult:
       already: Replayed by an earlier run.
       deferred: Matching, but left for a later run (see ``MAX_METADATA``).
       failed: Matching, but not acknowledged by Kafka, or with nowhere to go.
+      resolved: Marked as handled without being sent (``resolve=True``).
       records: In a dry run, the dead letters that would be sent.
     """
 
@@ -60,6 +61,7 @@ class ReplayResult:
     already: int = 0
     deferred: int = 0
     failed: int = 0
+    resolved: int = 0
     errors: list[str] = field(default_factory=list)
     records: list[tuple[DeadLetterRecord, str]] = field(default_factory=list)
     #: Whether an interrupt (Ctrl-C) cut the replay short.
@@ -81,6 +83,7 @@ def replay(
     progress: Progress | None = None,
     timeout: float = 30.0,
     send_omitted: bool = False,
+    resolve: bool = False,
 ) -> ReplayResult:
     """Send the matching dead letters not replayed yet back to their source
     topic (or ``to_topic``), then commit them in the DLQ group.
@@ -100,13 +103,16 @@ def replay(
       send_omitted(bool): Send dead letters whose value was left out
         (``dead_letter_omitted``) without it; by default they are refused,
         since the job would arrive empty.
+      resolve(bool): Send nothing, but commit the matching dead letters in
+        the DLQ group as handled: a later replay leaves them out.
 
     An interrupt (``KeyboardInterrupt``) stops the reading, waits for the
     acknowledgements of what was sent (up to ``timeout``), commits those,
     and returns with ``interrupted`` set: the next run sends only what
     was not acknowledged or not reached.
     """
-    run = _Replay(reader, filters, None if dry_run else _Sender(config), to_topic, send_omitted)
+    sender = None if dry_run or resolve else _Sender(config)
+    run = _Replay(reader, filters, sender, to_topic, send_omitted, resolve=resolve and not dry_run)
     run.plan()
     try:
         run.send(progress)
@@ -114,6 +120,7 @@ def replay(
         run.interrupted()
     if run.sender is not None:
         run.confirm(timeout)
+    if run.sender is not None or run.resolve:
         run.commit()
     return run.result
 
@@ -231,8 +238,11 @@ class _Replay:
         sender: _Sender | None,
         to_topic: str | None,
         send_omitted: bool,
+        *,
+        resolve: bool = False,
     ) -> None:
         self.reader = reader
+        self.resolve = resolve
         self.filters = filters
         self.sender = sender
         self.to_topic = to_topic
@@ -292,6 +302,13 @@ class _Replay:
         elif not self.filters.matches(record):
             result.skipped += 1
             state.leave(record.offset)
+        elif self.resolve:
+            if state.room_for(record.offset):
+                state.handled(record.offset)
+                result.resolved += 1
+            else:
+                result.deferred += 1
+                state.leave(record.offset)
         elif (destination := self.to_topic or record.source_topic) is None:
             self._refuse(state, record, f"{where}: no source_topic header; use --to")
         elif omitted is not None and not self.send_omitted:

@@ -1,0 +1,191 @@
+"""The dashboard as a WSGI application: routes, what a request may do, the server.
+
+Pages are GETs.  The one state-changing request, a dead letters' action, is a POST that
+needs the dashboard's token (a shared secret set when it starts; none set, or
+``read_only``, and actions are off), is refused when a browser says it comes from
+another site, and is logged with who asked, what and how many.  Nothing of the broker's
+settings is ever rendered or logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from dramatiq.logging import get_logger
+
+from ..broker import KafkaBroker
+from ..errors import RequestRefused
+from . import dead_letters, pages
+from .html import page
+from .readings import Dashboard
+
+__all__ = ["TOKEN_ENV", "make_app", "serve"]
+
+#: Where ``dramatiq-kafka web`` reads the token that allows actions.
+TOKEN_ENV = "DRAMATIQ_KAFKA_WEB_TOKEN"
+#: The largest form an action may post, in bytes.
+MAX_FORM = 64 * 1024
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+App = Callable[[dict[str, Any], StartResponse], list[bytes]]
+
+HEADERS = [
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+]
+
+
+def make_app(
+    broker: KafkaBroker,
+    *,
+    cache_seconds: float = 2.0,
+    refresh: int = 5,
+    token: str | None = None,
+    read_only: bool = False,
+) -> App:
+    """The dashboard of ``broker`` as a WSGI application.
+
+    Parameters:
+      broker(KafkaBroker): The broker whose queues, group and prefix are shown.
+      cache_seconds(float): How long a reading of Kafka is reused.
+      refresh(int): Seconds between two reloads of a page without a form.
+      token(str): The secret an action (replay, resolve) must carry; ``None``:
+        actions are off.
+      read_only(bool): Actions are off whatever the token.
+    """
+    dashboard = Dashboard(broker, cache_seconds=cache_seconds)
+    actions = bool(token) and not read_only
+    logger = get_logger(__name__, "Dashboard")
+
+    def get(path: str, query: dict[str, list[str]]) -> bytes | None:
+        if path == "/":
+            return page("Queues", pages.overview(dashboard), refresh=refresh)
+        if path == "/workers":
+            return page("Workers", pages.workers(dashboard), refresh=refresh)
+        if path.startswith("/queue/"):
+            body = pages.queue(dashboard, path[len("/queue/") :])
+            return None if body is None else page(f"Queue {path[7:]}", body, refresh=refresh)
+        if path == "/dead-letters":
+            return page("Dead letters", dead_letters.index(dashboard), refresh=refresh)
+        if path.startswith("/dead-letters/"):
+            parts = path[len("/dead-letters/") :].split("/")
+            queue = parts[0]
+            if queue not in broker.get_declared_queues():
+                return None
+            if len(parts) == 1:
+                body = dead_letters.listing(dashboard, queue, query, actions=actions)
+                return page(f"Dead letters of {queue}", body, refresh=None)
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                found = dead_letters.record_page(
+                    dashboard, queue, int(parts[1]), int(parts[2]), actions=actions
+                )
+                title = f"Dead letter {parts[1]}/{parts[2]} of {queue}"
+                return None if found is None else page(title, found, refresh=None)
+        return None
+
+    def post(path: str, environ: dict[str, Any]) -> bytes:
+        parts = path.split("/")
+        if len(parts) != 4 or parts[1] != "dead-letters" or parts[3] != "act":
+            raise RequestRefused("405 Method Not Allowed", "This page takes no action.")
+        queue = parts[2]
+        if not actions:
+            why = "read-only" if read_only else f"started without a token (set ${TOKEN_ENV})"
+            raise RequestRefused("403 Forbidden", f"Actions are off: this dashboard is {why}.")
+        check_same_site(environ)
+        form = read_form(environ)
+        if not hmac.compare_digest((form.get("token") or [""])[0].encode(), str(token).encode()):
+            raise RequestRefused(
+                "403 Forbidden", "Wrong or missing token: actions need the dashboard's token."
+            )
+        if queue not in broker.get_declared_queues():
+            raise RequestRefused("404 Not Found", f"No queue {queue!r} is declared on this broker.")
+        result = dead_letters.act(dashboard, queue, form)
+        logger.info(
+            "%s asked to %s %s of %r: %d done, %d done before, %d failed.",
+            environ.get("REMOTE_ADDR") or "?",
+            result.verb,
+            result.what,
+            result.topic,
+            result.done,
+            result.already,
+            result.failed,
+        )
+        return page(f"Dead letters of {queue}", dead_letters.result_page(queue, result), refresh=None)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        path = unquote(environ.get("PATH_INFO") or "/")
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            if method in ("GET", "HEAD"):
+                body = get(path, parse_qs(environ.get("QUERY_STRING") or ""))
+                if body is None:
+                    raise RequestRefused("404 Not Found", "No such page.")
+            elif method == "POST":
+                body = post(path, environ)
+            else:
+                raise RequestRefused("405 Method Not Allowed", "Pages are read with GET; actions are POSTs.")
+        except RequestRefused as e:
+            start_response(e.status, [("Content-Type", "text/plain; charset=utf-8"), *HEADERS])
+            return [f"{e}\n".encode()]
+        except Exception as e:
+            dashboard.logger.warning("Could not render %s: %s", path, e)
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain"), *HEADERS])
+            return [b"Kafka did not answer; the page will be tried again.\n"]
+        start_response(
+            "200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"), *HEADERS]
+        )
+        return [body]
+
+    return app
+
+
+def check_same_site(environ: dict[str, Any]) -> None:
+    """Refuse a request that its browser says comes from another site.
+
+    Browsers send ``Sec-Fetch-Site`` and ``Origin`` with a form's POST; a request
+    with neither (a script, ``curl``) carries the token, which another site cannot
+    know.
+    """
+    site = environ.get("HTTP_SEC_FETCH_SITE")
+    if site is not None and site not in ("same-origin", "none"):
+        raise RequestRefused("403 Forbidden", f"Cross-site request refused (Sec-Fetch-Site: {site}).")
+    origin = environ.get("HTTP_ORIGIN")
+    if origin is not None:
+        host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
+        if origin.split("://", 1)[-1] != host:
+            raise RequestRefused(
+                "403 Forbidden", "Cross-site request refused: its Origin is not this dashboard."
+            )
+
+
+def read_form(environ: dict[str, Any]) -> dict[str, list[str]]:
+    kind = (environ.get("CONTENT_TYPE") or "").split(";")[0].strip()
+    if kind != "application/x-www-form-urlencoded":
+        raise RequestRefused(
+            "415 Unsupported Media Type", "An action is a form post (application/x-www-form-urlencoded)."
+        )
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = -1
+    if not 0 <= length <= MAX_FORM:
+        raise RequestRefused("413 Content Too Large", f"An action's form is at most {MAX_FORM} bytes.")
+    return parse_qs(environ["wsgi.input"].read(length).decode(errors="replace"))
+
+
+def serve(broker: KafkaBroker, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
+    """Serve the dashboard until interrupted (options: :func:`make_app`'s)."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIServer, make_server
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    with make_server(host, port, make_app(broker, **options), server_class=Server) as server:
+        get_logger(__name__).info("Dashboard on http://%s:%d/", host, port)
+        server.serve_forever()

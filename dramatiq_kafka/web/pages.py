@@ -1,0 +1,103 @@
+"""The dashboard's read-only pages: the overview, a queue, the workers.
+
+Each function returns a page's body (see ``html.py``) from what :class:`Dashboard`
+read; ``None`` for a queue that was never declared.  The dead letters' pages and
+actions are ``dead_letters.py``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..delays import TIER_BOUNDS, TIERS, tier_partitions
+from .html import Markup, escape, link, table
+from .readings import Dashboard
+
+__all__ = ["STALE_INTERVALS", "overview", "queue", "workers"]
+
+#: A status record older than this many of its intervals marks its process stale.
+STALE_INTERVALS = 3
+
+
+def overview(dashboard: Dashboard) -> Markup:
+    rows = [
+        [
+            link(f"/queue/{r['queue']}", r["queue"]),
+            r["partitions"],
+            r["end"],
+            r["lag"],
+            r["paused"],
+            link(f"/dead-letters/{r['queue']}", r["dead_letters"]) if r["dead_letters"] else 0,
+            r["delayed"],
+        ]
+        for r in dashboard.queue_rows()
+    ]
+    return table(["queue", "partitions", "end offsets", "lag", "paused", "dead letters", "delayed"], rows)
+
+
+def queue(dashboard: Dashboard, name: str) -> Markup | None:
+    broker = dashboard.broker
+    if name not in broker.get_declared_queues():
+        return None
+    topic = broker.topic_name(name)
+    owners = dashboard.partition_owners()
+    rows = []
+    for p in dashboard.lag(topic):
+        owner, state = owners.get((topic, p.partition), ("", {}))
+        rows.append(
+            [
+                p.partition,
+                p.end,
+                p.committed,
+                p.lag,
+                owner or "-",
+                state.get("in_flight", "-"),
+                "paused" if state.get("paused") else "",
+                state.get("pause_reason") or "",
+            ]
+        )
+    header = ["partition", "end", "committed", "lag", "owner", "in flight", "paused", "why"]
+    dead_letters = link(f"/dead-letters/{name}", "Dead letters")
+    return Markup(
+        table(header, rows) + "<h2>Delayed jobs</h2>" + delayed(dashboard, name) + f"<p>{dead_letters}</p>"
+    )
+
+
+def delayed(dashboard: Dashboard, name: str) -> Markup:
+    lags = {p.partition: p.lag for p in dashboard.lag(dashboard.broker.topology.topics(name).delay)}
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for tier in range(TIERS):
+        groups.setdefault(tuple(tier_partitions(tier, len(lags))), []).append(tier)
+    rows = []
+    for partitions, tiers in groups.items():
+        upto = [TIER_BOUNDS[t] / 1000 if t < len(TIER_BOUNDS) else None for t in tiers]
+        label = " / ".join(f"up to {b:g}s" if b is not None else "longer" for b in upto)
+        rows.append([label, ", ".join(map(str, partitions)), sum(lags.get(p, 0) for p in partitions)])
+    return table(["delay tier", "partitions", "waiting (not committed)"], rows)
+
+
+def workers(dashboard: Dashboard) -> Markup:
+    now = time.time()
+    rows = []
+    for key, status in sorted(dashboard.workers().items()):
+        age = now - float(status.get("at", 0))
+        stale = age > STALE_INTERVALS * float(status.get("interval", 5))
+        partitions = ", ".join(
+            f"{q['queue']}/{p['partition']}"
+            for q in status.get("queues", [])
+            for p in q.get("partitions", [])
+        )
+        counters = status.get("counters", {})
+        rows.append(
+            [
+                Markup(f"<span class='stale'>{escape(key)} (stale)</span>") if stale else key,
+                status.get("threads"),
+                partitions,
+                status.get("running_count", 0),
+                counters.get("done", 0),
+                counters.get("failed", 0),
+                f"{age:.0f}s ago",
+            ]
+        )
+    header = ["process", "threads", "partitions", "running", "done", "failed", "last record"]
+    return table(header, rows)
