@@ -82,3 +82,83 @@ def test_chromium_shows_what_kafka_says(kafka_bootstrap: str, unique_name: str) 
         worker.stop()
         server.shutdown()
         broker.close()
+
+
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)",
+)
+def test_a_replay_from_the_page_in_chromium(kafka_bootstrap: str, unique_name: str) -> None:
+    """A real browser's form post (its Origin and Sec-Fetch-Site headers) is let through with
+    the token, and sends the dead letter back; a wrong token is refused."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    from dramatiq_kafka import DeadLetter, QueueConfig
+
+    from .helpers import record_count, run_worker
+
+    broker = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"g-{unique_name}",
+        topic_prefix=f"{unique_name}.",
+        queues={"work": QueueConfig(partitions=1, dead_letter=DeadLetter(max_retries=0))},
+        status_interval=None,
+    )
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name="work")
+    def fails(n: int) -> None:
+        raise ValueError(f"no {n}")
+
+    for n in range(2):
+        fails.send(n)
+    run_worker(broker, "work", fail_fast=False)
+    source = f"{unique_name}.work"
+    before = record_count(kafka_bootstrap, source)
+    server, base = serve_in_thread(make_app(broker, cache_seconds=0, token="page-token"))
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get(f"{base}/dead-letters/work")
+        boxes = driver.find_elements(By.CSS_SELECTOR, "input[name=pick]")
+        assert len(boxes) == 2
+        boxes[0].click()
+        picked = driver.find_element(By.ID, "picked")
+        picked.find_element(By.NAME, "token").send_keys("wrong")
+        picked.find_element(By.CSS_SELECTOR, "button[value=replay]").click()
+        assert "Wrong or missing token" in driver.page_source
+        driver.get(f"{base}/dead-letters/work")
+        driver.find_elements(By.CSS_SELECTOR, "input[name=pick]")[0].click()
+        picked = driver.find_element(By.ID, "picked")
+        picked.find_element(By.NAME, "token").send_keys("page-token")
+        picked.find_element(By.CSS_SELECTOR, "button[value=replay]").click()
+        assert "Replayed 1 dead letter(s)" in driver.page_source, driver.page_source
+        assert record_count(kafka_bootstrap, source) == before + 1
+    finally:
+        driver.quit()
+        server.shutdown()
+        broker.close()
+
+
+def serve_in_thread(app: object) -> tuple[object, str]:
+    """Serve ``app`` on a free loopback port; the server and its base URL."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = make_server("127.0.0.1", port, app, handler_class=Quiet)  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{port}"

@@ -35,7 +35,8 @@ App = Callable[[dict[str, Any], StartResponse], list[bytes]]
 HEADERS = [
     ("X-Frame-Options", "DENY"),
     ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
-    ("Referrer-Policy", "no-referrer"),
+    # Not no-referrer: with it a browser posts a form with "Origin: null", refused below.
+    ("Referrer-Policy", "same-origin"),
     ("X-Content-Type-Options", "nosniff"),
 ]
 
