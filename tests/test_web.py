@@ -48,7 +48,7 @@ def test_the_pages_show_what_kafka_says(kafka_bootstrap: str, unique_name: str) 
     broker.flush_producer()
     worker = Worker(broker, worker_threads=1, worker_timeout=100)
     worker.start()
-    app = make_app(broker, cache_seconds=0)
+    app = make_app(broker, cache_seconds=0, sample_every=None)
     try:
         # The worker's status record names its partitions once it holds them.
         wait_for(lambda: "work/" in get(app, "/workers")[1], 30, 0.5)
@@ -90,7 +90,7 @@ def test_a_paused_partition_shows_why(kafka_bootstrap: str, unique_name: str) ->
     broker.flush_producer()
     worker = Worker(broker, worker_threads=1, worker_timeout=100)
     worker.start()
-    app = make_app(broker, cache_seconds=0)
+    app = make_app(broker, cache_seconds=0, sample_every=None)
     try:
         wait_for(lambda: "waits for retry 1" in get(app, "/queue/work")[1], 40, 0.5)
         page = get(app, "/queue/work")[1]
@@ -113,10 +113,54 @@ def test_a_delayed_job_waits_in_its_tier(kafka_bootstrap: str, unique_name: str)
 
     later.send_with_options(delay=20_000)  # the 30 s tier
     broker.flush_producer()
-    app = make_app(broker, cache_seconds=0)
+    app = make_app(broker, cache_seconds=0, sample_every=None)
     page = get(app, "/queue/work")[1]
     row = re.search(r"<td>up to 30s</td><td>[0-9, ]+</td><td>(\d+)</td>", page)
     assert row is not None and row.group(1) == "1", page
     overview = re.search(r'<a href="/queue/work">work</a></td>(.*?)</tr>', get(app, "/")[1])
-    assert overview is not None and re.findall(r"<td>(.*?)</td>", overview.group(1))[-1] == "1"
+    assert overview is not None and re.findall(r"<td>(.*?)</td>", overview.group(1))[5] == "1"  # delayed
     broker.close()
+
+
+def test_the_overview_shows_jobs_per_second_and_the_lag_trend(kafka_bootstrap: str, unique_name: str) -> None:
+    prefix = f"{unique_name}."
+    broker = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"g-{unique_name}",
+        topic_prefix=prefix,
+        status_interval=None,
+    )
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name="work")
+    def job() -> None:
+        pass
+
+    job.send()
+    broker.flush_producer()
+    # The sampler reads the lag on its own, from the first request on.
+    app = make_app(broker, cache_seconds=0, sample_every=0.5)
+    try:
+        first = get(app, "/")[1]
+        assert "collecting" in first
+        for _ in range(20):
+            job.send()
+        broker.flush_producer()
+        wait_for(lambda: len(app_history(app)) >= 3, 20, 0.2)
+        page = get(app, "/")[1]
+        row = re.search(r'<a href="/queue/work">work</a></td>(.*?)</tr>', page)
+        assert row is not None
+        cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+        assert "<polyline" in cells[-1] and "21 now" in cells[-1]
+        queue = get(app, "/queue/work")[1]
+        assert queue.count("<polyline") == 3 and "jobs/s sent" in queue
+    finally:
+        app.close()
+        broker.close()
+
+
+def app_history(app: Any) -> list[Any]:
+    """The samples the app's dashboard holds of queue ``work`` (read through the overview's trend)."""
+    page = get(app, "/")[1]
+    found = re.search(r'points="([^"]*)"', page)
+    return found.group(1).split() if found else []

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import threading
+from typing import Any
 
 import dramatiq
 import pytest
@@ -59,7 +60,9 @@ def test_chromium_shows_what_kafka_says(kafka_bootstrap: str, unique_name: str) 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = make_server("127.0.0.1", port, make_app(broker, cache_seconds=0), handler_class=Quiet)
+    server = make_server(
+        "127.0.0.1", port, make_app(broker, cache_seconds=0, sample_every=None), handler_class=Quiet
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     worker = Worker(broker, worker_threads=1, worker_timeout=100)
     worker.start()
@@ -120,7 +123,7 @@ def test_a_replay_from_the_page_in_chromium(kafka_bootstrap: str, unique_name: s
     run_worker(broker, "work", fail_fast=False)
     source = f"{unique_name}.work"
     before = record_count(kafka_bootstrap, source)
-    server, base = serve_in_thread(make_app(broker, cache_seconds=0, token="page-token"))
+    server, base = serve_in_thread(make_app(broker, cache_seconds=0, token="page-token", sample_every=None))
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu"):
@@ -133,19 +136,28 @@ def test_a_replay_from_the_page_in_chromium(kafka_bootstrap: str, unique_name: s
         boxes[0].click()
         picked = driver.find_element(By.ID, "picked")
         picked.find_element(By.NAME, "token").send_keys("wrong")
-        picked.find_element(By.CSS_SELECTOR, "button[value=replay]").click()
+        submit(driver, picked.find_element(By.CSS_SELECTOR, "button[value=replay]"))
         assert "Wrong or missing token" in driver.page_source
         driver.get(f"{base}/dead-letters/work")
         driver.find_elements(By.CSS_SELECTOR, "input[name=pick]")[0].click()
         picked = driver.find_element(By.ID, "picked")
         picked.find_element(By.NAME, "token").send_keys("page-token")
-        picked.find_element(By.CSS_SELECTOR, "button[value=replay]").click()
+        submit(driver, picked.find_element(By.CSS_SELECTOR, "button[value=replay]"))
         assert "Replayed 1 dead letter(s)" in driver.page_source, driver.page_source
         assert record_count(kafka_bootstrap, source) == before + 1
     finally:
         driver.quit()
         server.shutdown()
         broker.close()
+
+
+def submit(driver: Any, button: Any) -> None:
+    """Click a form's button and wait for the page it posts to."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    button.click()
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(button))
 
 
 def serve_in_thread(app: object) -> tuple[object, str]:

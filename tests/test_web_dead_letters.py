@@ -80,7 +80,7 @@ def dead(kafka_bootstrap: str, unique_name: str) -> Iterator[KafkaBroker]:
 
 
 def test_dead_letters_are_listed_filtered_and_shown_in_full(dead: KafkaBroker) -> None:
-    app = make_app(dead, cache_seconds=0)
+    app = make_app(dead, cache_seconds=0, sample_every=None)
     status, page = request(app, "/dead-letters/work")
     assert status.startswith("200")
     assert listed(page) == [("0/0", "parse", ""), ("0/1", "parse", ""), ("0/2", "parse", "")]
@@ -105,7 +105,7 @@ def test_dead_letters_are_listed_filtered_and_shown_in_full(dead: KafkaBroker) -
 def test_an_action_needs_the_token_and_the_same_site(dead: KafkaBroker) -> None:
     source = f"{dead.topic_prefix}work"
     before = record_count(dead.bootstrap_servers, source)
-    app = make_app(dead, cache_seconds=0, token=TOKEN)
+    app = make_app(dead, cache_seconds=0, token=TOKEN, sample_every=None)
     replay_one = {"verb": "replay", "pick": "0/0"}
     status, text = request(app, "/dead-letters/work/act", "POST", replay_one)
     assert status.startswith("403") and "Wrong or missing token" in text
@@ -120,7 +120,7 @@ def test_an_action_needs_the_token_and_the_same_site(dead: KafkaBroker) -> None:
     )
     assert status.startswith("403") and "Origin" in text
     assert request(app, "/dead-letters/work", "POST", {**replay_one, "token": TOKEN})[0].startswith("405")
-    read_only = make_app(dead, cache_seconds=0, token=TOKEN, read_only=True)
+    read_only = make_app(dead, cache_seconds=0, token=TOKEN, read_only=True, sample_every=None)
     status, text = request(read_only, "/dead-letters/work/act", "POST", {**replay_one, "token": TOKEN})
     assert status.startswith("403") and "read-only" in text
     # Nothing was sent by any of them.
@@ -130,7 +130,7 @@ def test_an_action_needs_the_token_and_the_same_site(dead: KafkaBroker) -> None:
 def test_replay_and_resolve_from_the_page(dead: KafkaBroker, caplog: pytest.LogCaptureFixture) -> None:
     source = f"{dead.topic_prefix}work"
     before = record_count(dead.bootstrap_servers, source)
-    app = make_app(dead, cache_seconds=0, token=TOKEN)
+    app = make_app(dead, cache_seconds=0, token=TOKEN, sample_every=None)
     _, page = request(app, "/dead-letters/work")
     assert 'name="token"' in page and 'value="0/1"' in page
     with caplog.at_level(logging.INFO, logger="dramatiq_kafka.web.app"):

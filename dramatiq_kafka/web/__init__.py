@@ -10,7 +10,7 @@ the server).  See ``docs/dashboard.md``.
 
 from __future__ import annotations
 
-from .app import TOKEN_ENV, make_app, serve
+from .app import TOKEN_ENV, DashboardApp, make_app, serve
 from .readings import Dashboard
 
-__all__ = ["TOKEN_ENV", "Dashboard", "make_app", "serve"]
+__all__ = ["TOKEN_ENV", "Dashboard", "DashboardApp", "make_app", "serve"]

@@ -10,6 +10,7 @@ settings is ever rendered or logged.
 from __future__ import annotations
 
 import hmac
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -18,11 +19,12 @@ from dramatiq.logging import get_logger
 
 from ..broker import KafkaBroker
 from ..errors import RequestRefused
+from ..periodic import Periodic
 from . import dead_letters, pages
 from .html import page
 from .readings import Dashboard
 
-__all__ = ["TOKEN_ENV", "make_app", "serve"]
+__all__ = ["TOKEN_ENV", "DashboardApp", "make_app", "serve"]
 
 #: Where ``dramatiq-kafka web`` reads the token that allows actions.
 TOKEN_ENV = "DRAMATIQ_KAFKA_WEB_TOKEN"
@@ -30,7 +32,6 @@ TOKEN_ENV = "DRAMATIQ_KAFKA_WEB_TOKEN"
 MAX_FORM = 64 * 1024
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-App = Callable[[dict[str, Any], StartResponse], list[bytes]]
 
 HEADERS = [
     ("X-Frame-Options", "DENY"),
@@ -41,15 +42,9 @@ HEADERS = [
 ]
 
 
-def make_app(
-    broker: KafkaBroker,
-    *,
-    cache_seconds: float = 2.0,
-    refresh: int = 5,
-    token: str | None = None,
-    read_only: bool = False,
-) -> App:
-    """The dashboard of ``broker`` as a WSGI application.
+class DashboardApp:
+    """The dashboard of ``broker`` as a WSGI application (call it with ``environ`` and
+    ``start_response``); :meth:`close` stops its sampler and its Kafka client.
 
     Parameters:
       broker(KafkaBroker): The broker whose queues, group and prefix are shown.
@@ -58,55 +53,115 @@ def make_app(
       token(str): The secret an action (replay, resolve) must carry; ``None``:
         actions are off.
       read_only(bool): Actions are off whatever the token.
+      sample_every(float): Seconds between two samples of the queues' lag for
+        the charts, taken on a thread of its own from the first request on;
+        ``None``: only page views take them.
     """
-    dashboard = Dashboard(broker, cache_seconds=cache_seconds)
-    actions = bool(token) and not read_only
-    logger = get_logger(__name__, "Dashboard")
 
-    def get(path: str, query: dict[str, list[str]]) -> bytes | None:
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        *,
+        cache_seconds: float = 2.0,
+        refresh: int = 5,
+        token: str | None = None,
+        read_only: bool = False,
+        sample_every: float | None = 10.0,
+    ) -> None:
+        self.broker = broker
+        self.dashboard = Dashboard(broker, cache_seconds=cache_seconds)
+        self.refresh = refresh
+        self.read_only = read_only
+        self._token = token
+        self.actions = bool(token) and not read_only
+        self.logger = get_logger(__name__, "Dashboard")
+        self._sampler = None
+        if sample_every is not None:
+            self._sampler = Periodic(
+                "dramatiq-kafka-dashboard",
+                sample_every,
+                self.dashboard.sample,
+                self.logger,
+                "Could not sample the lag",
+            )
+        self._first_request = threading.Lock()
+
+    def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
+        self.dashboard.close()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        if self._sampler is not None and self._first_request.acquire(blocking=False):
+            self._sampler.start()  # the lock stays held: the sampler starts once
+        path = unquote(environ.get("PATH_INFO") or "/")
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            if method in ("GET", "HEAD"):
+                body = self._get(path, parse_qs(environ.get("QUERY_STRING") or ""))
+                if body is None:
+                    raise RequestRefused("404 Not Found", "No such page.")
+            elif method == "POST":
+                body = self._post(path, environ)
+            else:
+                raise RequestRefused("405 Method Not Allowed", "Pages are read with GET; actions are POSTs.")
+        except RequestRefused as e:
+            start_response(e.status, [("Content-Type", "text/plain; charset=utf-8"), *HEADERS])
+            return [f"{e}\n".encode()]
+        except Exception as e:
+            self.logger.warning("Could not render %s: %s", path, e)
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain"), *HEADERS])
+            return [b"Kafka did not answer; the page will be tried again.\n"]
+        start_response(
+            "200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"), *HEADERS]
+        )
+        return [body]
+
+    def _get(self, path: str, query: dict[str, list[str]]) -> bytes | None:
+        dashboard, refresh = self.dashboard, self.refresh
         if path == "/":
             return page("Queues", pages.overview(dashboard), refresh=refresh)
         if path == "/workers":
             return page("Workers", pages.workers(dashboard), refresh=refresh)
         if path.startswith("/queue/"):
-            body = pages.queue(dashboard, path[len("/queue/") :])
-            return None if body is None else page(f"Queue {path[7:]}", body, refresh=refresh)
+            name = path[len("/queue/") :]
+            body = pages.queue(dashboard, name)
+            return None if body is None else page(f"Queue {name}", body, refresh=refresh)
         if path == "/dead-letters":
             return page("Dead letters", dead_letters.index(dashboard), refresh=refresh)
         if path.startswith("/dead-letters/"):
             parts = path[len("/dead-letters/") :].split("/")
             queue = parts[0]
-            if queue not in broker.get_declared_queues():
+            if queue not in self.broker.get_declared_queues():
                 return None
             if len(parts) == 1:
-                body = dead_letters.listing(dashboard, queue, query, actions=actions)
+                body = dead_letters.listing(dashboard, queue, query, actions=self.actions)
                 return page(f"Dead letters of {queue}", body, refresh=None)
             if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-                found = dead_letters.record_page(
-                    dashboard, queue, int(parts[1]), int(parts[2]), actions=actions
-                )
-                title = f"Dead letter {parts[1]}/{parts[2]} of {queue}"
+                partition, offset = int(parts[1]), int(parts[2])
+                found = dead_letters.record_page(dashboard, queue, partition, offset, actions=self.actions)
+                title = f"Dead letter {partition}/{offset} of {queue}"
                 return None if found is None else page(title, found, refresh=None)
         return None
 
-    def post(path: str, environ: dict[str, Any]) -> bytes:
+    def _post(self, path: str, environ: dict[str, Any]) -> bytes:
         parts = path.split("/")
         if len(parts) != 4 or parts[1] != "dead-letters" or parts[3] != "act":
             raise RequestRefused("405 Method Not Allowed", "This page takes no action.")
         queue = parts[2]
-        if not actions:
-            why = "read-only" if read_only else f"started without a token (set ${TOKEN_ENV})"
+        if not self.actions:
+            why = "read-only" if self.read_only else f"started without a token (set ${TOKEN_ENV})"
             raise RequestRefused("403 Forbidden", f"Actions are off: this dashboard is {why}.")
         check_same_site(environ)
         form = read_form(environ)
-        if not hmac.compare_digest((form.get("token") or [""])[0].encode(), str(token).encode()):
+        if not hmac.compare_digest((form.get("token") or [""])[0].encode(), str(self._token).encode()):
             raise RequestRefused(
                 "403 Forbidden", "Wrong or missing token: actions need the dashboard's token."
             )
-        if queue not in broker.get_declared_queues():
+        if queue not in self.broker.get_declared_queues():
             raise RequestRefused("404 Not Found", f"No queue {queue!r} is declared on this broker.")
-        result = dead_letters.act(dashboard, queue, form)
-        logger.info(
+        result = dead_letters.act(self.dashboard, queue, form)
+        self.logger.info(
             "%s asked to %s %s of %r: %d done, %d done before, %d failed.",
             environ.get("REMOTE_ADDR") or "?",
             result.verb,
@@ -118,31 +173,10 @@ def make_app(
         )
         return page(f"Dead letters of {queue}", dead_letters.result_page(queue, result), refresh=None)
 
-    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        path = unquote(environ.get("PATH_INFO") or "/")
-        method = environ.get("REQUEST_METHOD", "GET")
-        try:
-            if method in ("GET", "HEAD"):
-                body = get(path, parse_qs(environ.get("QUERY_STRING") or ""))
-                if body is None:
-                    raise RequestRefused("404 Not Found", "No such page.")
-            elif method == "POST":
-                body = post(path, environ)
-            else:
-                raise RequestRefused("405 Method Not Allowed", "Pages are read with GET; actions are POSTs.")
-        except RequestRefused as e:
-            start_response(e.status, [("Content-Type", "text/plain; charset=utf-8"), *HEADERS])
-            return [f"{e}\n".encode()]
-        except Exception as e:
-            dashboard.logger.warning("Could not render %s: %s", path, e)
-            start_response("503 Service Unavailable", [("Content-Type", "text/plain"), *HEADERS])
-            return [b"Kafka did not answer; the page will be tried again.\n"]
-        start_response(
-            "200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"), *HEADERS]
-        )
-        return [body]
 
-    return app
+def make_app(broker: KafkaBroker, **options: Any) -> DashboardApp:
+    """The dashboard of ``broker`` as a WSGI application (``options``: :class:`DashboardApp`'s)."""
+    return DashboardApp(broker, **options)
 
 
 def check_same_site(environ: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from ..delays import TIER_BOUNDS, TIERS, tier_partitions
+from .charts import line_chart
 from .html import Markup, escape, link, table
 from .readings import Dashboard
 
@@ -17,6 +18,10 @@ __all__ = ["STALE_INTERVALS", "overview", "queue", "workers"]
 
 #: A status record older than this many of its intervals marks its process stale.
 STALE_INTERVALS = 3
+
+
+def _rate(rates: tuple[float, float] | None, which: int) -> str:
+    return "-" if rates is None else f"{rates[which]:,.1f}"
 
 
 def overview(dashboard: Dashboard) -> Markup:
@@ -29,10 +34,34 @@ def overview(dashboard: Dashboard) -> Markup:
             r["paused"],
             link(f"/dead-letters/{r['queue']}", r["dead_letters"]) if r["dead_letters"] else 0,
             r["delayed"],
+            _rate(r["rates"], 0),
+            _rate(r["rates"], 1),
+            line_chart(r["trend"], title=f"lag of {r['queue']}"),
         ]
         for r in dashboard.queue_rows()
     ]
-    return table(["queue", "partitions", "end offsets", "lag", "paused", "dead letters", "delayed"], rows)
+    header = ["queue", "partitions", "end offsets", "lag", "paused", "dead letters", "delayed"]
+    return table([*header, "jobs/s in", "jobs/s out", "lag, last hour"], rows)
+
+
+def trends(dashboard: Dashboard, name: str) -> Markup:
+    """A queue's lag and jobs per second over the samples of the last hour."""
+    history = dashboard.history
+    throughput = history.throughput(name)
+    charts = [
+        line_chart([(s.at, float(s.lag)) for s in history.samples(name)], title="lag", width=480, height=80),
+        line_chart(
+            [(at, sent) for at, sent, _ in throughput], title="jobs/s sent", width=480, height=80, unit="/s"
+        ),
+        line_chart(
+            [(at, done) for at, _, done in throughput],
+            title="jobs/s finished",
+            width=480,
+            height=80,
+            unit="/s",
+        ),
+    ]
+    return Markup("<h2>Last hour</h2><p>" + "<br>".join(charts) + "</p>")
 
 
 def queue(dashboard: Dashboard, name: str) -> Markup | None:
@@ -59,7 +88,11 @@ def queue(dashboard: Dashboard, name: str) -> Markup | None:
     header = ["partition", "end", "committed", "lag", "owner", "in flight", "paused", "why"]
     dead_letters = link(f"/dead-letters/{name}", "Dead letters")
     return Markup(
-        table(header, rows) + "<h2>Delayed jobs</h2>" + delayed(dashboard, name) + f"<p>{dead_letters}</p>"
+        table(header, rows)
+        + trends(dashboard, name)
+        + "<h2>Delayed jobs</h2>"
+        + delayed(dashboard, name)
+        + f"<p>{dead_letters}</p>"
     )
 
 

@@ -17,6 +17,7 @@ from dramatiq.logging import get_logger
 from ..admin import PartitionLag, TopicAdmin
 from ..broker import KafkaBroker
 from ..status import read_status
+from .history import QueueHistory, QueueSample
 
 
 class Dashboard:
@@ -31,6 +32,8 @@ class Dashboard:
         self.logger = get_logger(__name__, type(self))
         self.broker = broker
         self.cache_seconds = cache_seconds
+        #: Each queue's lag and offsets over the last hour, from every reading of them.
+        self.history = QueueHistory()
         self.admin = TopicAdmin(broker.client_config, broker.group_id, timeout=broker.request_timeout)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Any]] = {}
@@ -53,8 +56,31 @@ class Dashboard:
         return topics
 
     def all_lags(self) -> dict[str, list[PartitionLag]]:
-        """Every topic's lag, in one batched reading (the overview)."""
-        return dict(self._cached("lags", lambda: self.admin.lags(self.topics())))
+        """Every topic's lag, in one batched reading (the overview); each reading
+        is a sample of the queues' history."""
+        return dict(self._cached("lags", self._read_lags))
+
+    def _read_lags(self) -> dict[str, list[PartitionLag]]:
+        lags = self.admin.lags(self.topics())
+        now = time.time()
+        for queue in self.broker.get_declared_queues():
+            partitions = lags.get(self.broker.topic_name(queue)) or []
+            self.history.add(
+                queue,
+                QueueSample(
+                    at=now,
+                    end=sum(p.end for p in partitions),
+                    committed=sum(max(p.committed, p.low) for p in partitions),
+                    lag=sum(p.lag for p in partitions),
+                ),
+            )
+        return lags
+
+    def sample(self) -> None:
+        """Read every queue's lag now (the sampler's task), whatever the cache."""
+        lags = self._read_lags()
+        with self._lock:
+            self._cache["lags"] = (time.monotonic(), lags)
 
     def lag(self, topic: str) -> list[PartitionLag]:
         """One topic's lag (a queue's page)."""
@@ -94,6 +120,8 @@ class Dashboard:
                     ),
                     "dead_letters": sum(p.end - p.low for p in dead),
                     "delayed": sum(p.lag for p in delayed),
+                    "rates": self.history.rates(queue),
+                    "trend": [(s.at, float(s.lag)) for s in self.history.samples(queue)],
                 }
             )
         return rows
