@@ -1,8 +1,9 @@
 """`make dashboard`: the demo's Kafka, worker and jobs, then the dashboard on them.
 
 Starts a single Kafka node, a `dramatiq examples.basic.tasks` worker, enqueues the example
-jobs, and serves the read-only dashboard of their queues, printing its address, until
-Ctrl-C (or DASHBOARD_SECONDS seconds, when set).
+jobs, and serves the dashboard of their queues, printing its address, until Ctrl-C (or
+DASHBOARD_SECONDS seconds, when set).  It is read-only unless $DRAMATIQ_KAFKA_WEB_TOKEN is
+set: then replaying and resolving the demo's dead letter need that token.
 """
 
 from __future__ import annotations
@@ -33,11 +34,19 @@ def main() -> int:
         try:
             subprocess.run([sys.executable, "-m", "examples.basic.enqueue"], cwd=ROOT, env=env, check=True)
             sys.path.insert(0, str(ROOT))
-            from dramatiq_kafka.web import serve
+            from dramatiq_kafka.web import TOKEN_ENV, serve
             from examples.basic.tasks import broker
 
-            threading.Thread(target=serve, args=(broker, "127.0.0.1", PORT), daemon=True).start()
-            print(f"Dashboard of the demo's queues: http://127.0.0.1:{PORT}/ (Ctrl-C stops)", flush=True)
+            token = os.environ.get(TOKEN_ENV) or None
+            threading.Thread(
+                target=serve, args=(broker, "127.0.0.1", PORT), kwargs={"token": token}, daemon=True
+            ).start()
+            mode = (
+                "replay and resolve need the token" if token else f"read-only; set ${TOKEN_ENV} for actions"
+            )
+            print(
+                f"Dashboard of the demo's queues: http://127.0.0.1:{PORT}/ ({mode}; Ctrl-C stops)", flush=True
+            )
             seconds = float(os.environ.get("DASHBOARD_SECONDS", "inf"))
             try:
                 time.sleep(seconds) if seconds != float("inf") else threading.Event().wait()

@@ -43,7 +43,11 @@ def line_chart(
     caption = escape(f"{last:,.0f}{unit} now, at most {top:,.0f}{unit} over {span / 60:.0f} min")
     return Markup(
         f'<svg class="chart" width="{width}" height="{height}" role="img" aria-label="{label}">'
-        f"<title>{label}: {caption}</title>"
+        f"<title>{label}: {caption}</title>{_frame(width, height)}"
         f'<polyline fill="none" stroke="#36c" stroke-width="1.5" points="{line}"/>'
-        f'<text x="2" y="10" font-size="10" fill="#555">{caption}</text></svg>'
+        f'<text x="4" y="11" font-size="10" fill="#555">{label}: {caption}</text></svg>'
     )
+
+
+def _frame(width: int, height: int) -> str:
+    return f'<rect x="0.5" y="0.5" width="{width - 1}" height="{height - 1}" fill="#fafafa" stroke="#ddd"/>'
