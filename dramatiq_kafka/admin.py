@@ -83,6 +83,21 @@ class QueueLag(NamedTuple):
     partitions: list[PartitionLag] | None
 
 
+class GroupMember(NamedTuple):
+    """A member of a consumer group, as Kafka describes it.
+
+    Attributes:
+      client_id(str): The member's ``client.id`` (a worker's names its process,
+        ``dramatiq-kafka@HOST:PID``).
+      host(str): The address Kafka sees it from.
+      partitions(list[str]): Its assignment, ``topic/partition``.
+    """
+
+    client_id: str
+    host: str
+    partitions: list[str]
+
+
 class TopicAdmin:
     """Creates topics on first use and answers questions about positions.
 
@@ -366,6 +381,25 @@ class TopicAdmin:
                 PartitionLag(tp.partition, committed.get(where, -1), lows[where], ends[where])
             )
         return found
+
+    def group_members(self) -> list[GroupMember]:
+        """The members of the workers' group now (none when the group is empty or unknown)."""
+        try:
+            description = self.admin.describe_consumer_groups([self.group_id], request_timeout=self.timeout)[
+                self.group_id
+            ].result()
+        except KafkaException as e:
+            if e.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return []  # Kafka 4 says so of a group that never had a member
+            raise self._unreachable(e.args[0]) from None
+        return [
+            GroupMember(
+                member.client_id,
+                member.host,
+                sorted(f"{tp.topic}/{tp.partition}" for tp in (member.assignment.topic_partitions or [])),
+            )
+            for member in description.members
+        ]
 
     def truncate(self, topic: str) -> None:
         """Delete every record currently in a topic (for tests and ``flush``)."""

@@ -7,6 +7,8 @@ error callbacks.  The member that uses the client is ``group.py``.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +17,18 @@ from confluent_kafka import Consumer as ConfluentConsumer
 from .client_errors import ClientErrors
 from .client_log import with_log
 
-__all__ = ["CLASSIC_GROUP_DEFAULTS", "CONSUMER_DEFAULTS", "CONSUMER_GROUP_DEFAULTS", "new_client"]
+__all__ = [
+    "CLASSIC_GROUP_DEFAULTS",
+    "CLIENT_ID_PREFIX",
+    "CONSUMER_DEFAULTS",
+    "CONSUMER_GROUP_DEFAULTS",
+    "member_client_id",
+    "new_client",
+    "process_key",
+]
+
+#: What the default ``client.id`` of a worker's group member starts with.
+CLIENT_ID_PREFIX = "dramatiq-kafka@"
 
 #: Settings every worker consumer gets; the user's config may override them.
 CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -49,6 +62,17 @@ CLASSIC_GROUP_DEFAULTS: dict[str, Any] = {
 CONSUMER_GROUP_DEFAULTS: dict[str, Any] = {"group.remote.assignor": "range"}
 
 
+def process_key() -> str:
+    """This process, ``HOST:PID``: the key of its status records (``status.py``) and the
+    end of its group members' ``client.id``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def member_client_id() -> str:
+    """The ``client.id`` of this process's group members, unless the settings give one."""
+    return f"{CLIENT_ID_PREFIX}{process_key()}"
+
+
 def new_client(
     config: dict[str, Any], *, name: str, shared: bool, on_commit: Callable[..., None]
 ) -> ConfluentConsumer:
@@ -61,7 +85,9 @@ def new_client(
       on_commit(callable): Hears of every commit.
     """
     protocol_defaults = CONSUMER_GROUP_DEFAULTS if shared else CLASSIC_GROUP_DEFAULTS
-    config = {**CONSUMER_DEFAULTS, **protocol_defaults, **config}
+    # A client.id that names the process lets the dashboard match a group member with
+    # its status record (``status.process_key``).
+    config = {**CONSUMER_DEFAULTS, **protocol_defaults, "client.id": member_client_id(), **config}
     # Refused credentials come out of consume() as an AuthenticationError.
     errors = ClientErrors(config, f"consumer of {name}", raise_failure=True)
     config = with_log(config, f"consumer of {name}")

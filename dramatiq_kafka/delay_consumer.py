@@ -63,6 +63,11 @@ class DelayPartition(PartitionSchedule):
         self.held: list[HeldRecord] = []
         self.releasing = 0
 
+    def snapshot(self, now: float) -> dict[str, Any]:
+        # How many wait in memory and when (epoch seconds) the first falls due.
+        held = {"held": len(self.held), "next_due": self.held[0].eta / 1000 if self.held else None}
+        return {**super().snapshot(now), **held}
+
     def wants_pause(self) -> bool:
         # Releases not yet acknowledged count too: a slow Kafka must not let
         # them pile up in the producer.

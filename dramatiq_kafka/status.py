@@ -31,6 +31,7 @@ from dramatiq.middleware import Middleware
 
 from . import __version__
 from .client_log import with_log
+from .consumer_settings import process_key
 from .events import EVENTS
 from .periodic import Periodic
 from .topic_partitions import TopicPartitions
@@ -48,11 +49,6 @@ MAX_RUNNING_LISTED = 100
 def status_topic(prefix: str) -> str:
     """The status topic of a broker's topic prefix."""
     return f"{prefix}{STATUS_TOPIC}"
-
-
-def process_key() -> str:
-    """The key of this process's records."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def bounded(status: dict[str, Any], limit: int = MAX_STATUS_BYTES) -> bytes:

@@ -11,6 +11,7 @@ import dramatiq
 from dramatiq import Worker
 
 from dramatiq_kafka import KafkaBroker
+from dramatiq_kafka.status import process_key
 from dramatiq_kafka.web import make_app
 
 from .helpers import wait_for
@@ -50,7 +51,8 @@ def test_the_pages_show_what_kafka_says(kafka_bootstrap: str, unique_name: str) 
     worker.start()
     app = make_app(broker, cache_seconds=0, sample_every=None)
     try:
-        # The worker's status record names its partitions once it holds them.
+        # The worker's status record names its partitions once it holds them (a
+        # rebalance as its delay queue's consumer joins may take them away a moment).
         wait_for(lambda: "work/" in get(app, "/workers")[1], 30, 0.5)
         lags = broker.admin.lag(f"{prefix}work")
         status, page = get(app, "/")
@@ -61,8 +63,8 @@ def test_the_pages_show_what_kafka_says(kafka_bootstrap: str, unique_name: str) 
         assert cells[:3] == [str(len(lags)), str(sum(p.end for p in lags)), str(sum(p.lag for p in lags))]
         _, queue = get(app, "/queue/work")
         assert queue.split("<h2>")[0].count("<tr>") == len(lags) + 1
+        wait_for(lambda: "work/" in get(app, "/workers")[1], 30, 0.5)
         _, workers = get(app, "/workers")
-        assert "work/" in workers
         assert "hunter2" not in page + queue + workers and kafka_bootstrap not in page + queue + workers
         assert get(app, "/", "POST")[0].startswith("405")
         assert get(app, "/queue/nope")[0].startswith("404")
@@ -104,7 +106,12 @@ def test_a_paused_partition_shows_why(kafka_bootstrap: str, unique_name: str) ->
 
 def test_a_delayed_job_waits_in_its_tier(kafka_bootstrap: str, unique_name: str) -> None:
     prefix = f"{unique_name}."
-    broker = KafkaBroker(bootstrap_servers=kafka_bootstrap, group_id=f"g-{unique_name}", topic_prefix=prefix)
+    broker = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"g-{unique_name}",
+        topic_prefix=prefix,
+        status_interval=0.5,
+    )
     dramatiq.set_broker(broker)
 
     @dramatiq.actor(queue_name="work")
@@ -115,11 +122,22 @@ def test_a_delayed_job_waits_in_its_tier(kafka_bootstrap: str, unique_name: str)
     broker.flush_producer()
     app = make_app(broker, cache_seconds=0, sample_every=None)
     page = get(app, "/queue/work")[1]
-    row = re.search(r"<td>up to 30s</td><td>[0-9, ]+</td><td>(\d+)</td>", page)
+    row = re.search(r"<td>up to 30s</td><td>[0-9, ]+</td><td>(\d+)</td><td>-</td>", page)
     assert row is not None and row.group(1) == "1", page
     overview = re.search(r'<a href="/queue/work">work</a></td>(.*?)</tr>', get(app, "/")[1])
     assert overview is not None and re.findall(r"<td>(.*?)</td>", overview.group(1))[5] == "1"  # delayed
-    broker.close()
+    # Once a worker holds it, its status record says when it falls due.
+    worker = Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        due = r"<td>up to 30s</td><td>[0-9, ]+</td><td>1</td><td>in (\d+)s</td>"
+        wait_for(lambda: re.search(due, get(app, "/queue/work")[1]) is not None, 30, 0.5)
+        found = re.search(due, get(app, "/queue/work")[1])
+        assert found is not None and 0 <= int(found.group(1)) <= 20
+    finally:
+        worker.stop()
+        app.close()
+        broker.close()
 
 
 def test_the_overview_shows_jobs_per_second_and_the_lag_trend(kafka_bootstrap: str, unique_name: str) -> None:
@@ -164,3 +182,46 @@ def app_history(app: Any) -> list[Any]:
     page = get(app, "/")[1]
     found = re.search(r'points="([^"]*)"', page)
     return found.group(1).split() if found else []
+
+
+def test_the_workers_page_names_group_members_without_a_status_record(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    prefix = f"{unique_name}."
+    group = f"g-{unique_name}"
+    reporting = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap, group_id=group, topic_prefix=prefix, status_interval=0.5
+    )
+    silent = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=group,
+        topic_prefix=prefix,
+        status_interval=None,
+        consumer_config={"client.id": "legacy-worker"},
+    )
+    workers = []
+    for broker in (reporting, silent):
+        dramatiq.set_broker(broker)
+
+        @dramatiq.actor(queue_name="work", broker=broker)
+        def job() -> None:
+            pass
+
+        workers.append(Worker(broker, worker_threads=1, worker_timeout=100))
+        workers[-1].start()
+    app = make_app(reporting, cache_seconds=0, sample_every=None)
+    try:
+
+        def both_seen() -> bool:
+            statuses, silent_members = get(app, "/workers")[1].split("Group members without a status record")
+            return process_key() in statuses and "legacy-worker" in silent_members
+
+        wait_for(both_seen, 40, 0.5)
+        silent_members = get(app, "/workers")[1].split("Group members without a status record")[1]
+        assert "dramatiq-kafka@" not in silent_members  # the reporting process is matched
+    finally:
+        for worker in workers:
+            worker.stop()
+        app.close()
+        reporting.close()
+        silent.close()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 
+from ..consumer_settings import CLIENT_ID_PREFIX
 from ..delays import TIER_BOUNDS, TIERS, tier_partitions
+from ..errors import KafkaBrokerError
 from .charts import line_chart
 from .html import Markup, escape, link, table
 from .readings import Dashboard
@@ -97,16 +99,29 @@ def queue(dashboard: Dashboard, name: str) -> Markup | None:
 
 
 def delayed(dashboard: Dashboard, name: str) -> Markup:
-    lags = {p.partition: p.lag for p in dashboard.lag(dashboard.broker.topology.topics(name).delay)}
+    """Per delay tier, the jobs waiting (not committed) and when the next is due, from
+    the status records of the workers that hold the delay topic's partitions."""
+    topic = dashboard.broker.topology.topics(name).delay
+    lags = {p.partition: p.lag for p in dashboard.lag(topic)}
+    owners = dashboard.partition_owners()
     groups: dict[tuple[int, ...], list[int]] = {}
     for tier in range(TIERS):
         groups.setdefault(tuple(tier_partitions(tier, len(lags))), []).append(tier)
+    now = time.time()
     rows = []
     for partitions, tiers in groups.items():
         upto = [TIER_BOUNDS[t] / 1000 if t < len(TIER_BOUNDS) else None for t in tiers]
         label = " / ".join(f"up to {b:g}s" if b is not None else "longer" for b in upto)
-        rows.append([label, ", ".join(map(str, partitions)), sum(lags.get(p, 0) for p in partitions)])
-    return table(["delay tier", "partitions", "waiting (not committed)"], rows)
+        due = [
+            state["next_due"]
+            for p in partitions
+            if (state := owners.get((topic, p), ("", {}))[1]).get("next_due") is not None
+        ]
+        next_due = f"in {max(0.0, min(due) - now):.0f}s" if due else "-"
+        rows.append(
+            [label, ", ".join(map(str, partitions)), sum(lags.get(p, 0) for p in partitions), next_due]
+        )
+    return table(["delay tier", "partitions", "waiting (not committed)", "next due"], rows)
 
 
 def workers(dashboard: Dashboard) -> Markup:
@@ -133,4 +148,21 @@ def workers(dashboard: Dashboard) -> Markup:
             ]
         )
     header = ["process", "threads", "partitions", "running", "done", "failed", "last record"]
-    return table(header, rows)
+    reporting = set(dashboard.workers())
+    try:
+        members = dashboard.group_members()
+    except KafkaBrokerError as e:
+        dashboard.logger.warning("Could not describe the workers' group: %s", e)
+        members = []
+    silent = [
+        [member.client_id, member.host, ", ".join(member.partitions) or "-"]
+        for member in members
+        if member.client_id.removeprefix(CLIENT_ID_PREFIX) not in reporting
+    ]
+    return Markup(
+        table(header, rows)
+        + "<h2>Group members without a status record</h2>"
+        + "<p>Processes with another <code>client.id</code>, with <code>status_interval=None</code>, or "
+        + "not started yet.</p>"
+        + table(["client.id", "host", "partitions"], silent)
+    )

@@ -14,7 +14,7 @@ from typing import Any
 
 from dramatiq.logging import get_logger
 
-from ..admin import PartitionLag, TopicAdmin
+from ..admin import GroupMember, PartitionLag, TopicAdmin
 from ..broker import KafkaBroker
 from ..status import read_status
 from .history import QueueHistory, QueueSample
@@ -90,6 +90,10 @@ class Dashboard:
         return dict(
             self._cached("status", lambda: read_status(self.broker.client_config, self.broker.topic_prefix))
         )
+
+    def group_members(self) -> list[GroupMember]:
+        """The workers' group as Kafka describes it."""
+        return list(self._cached("members", self.admin.group_members))
 
     def partition_owners(self) -> dict[tuple[str, int], tuple[str, dict[str, Any]]]:
         """Per (topic, partition), the process that reports it and what it says."""
