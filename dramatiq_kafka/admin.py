@@ -389,8 +389,8 @@ class TopicAdmin:
                 self.group_id
             ].result()
         except KafkaException as e:
-            if e.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
-                return []  # Kafka 4 says so of a group that never had a member
+            # A group that never had a member is described as empty (state DEAD); an
+            # error is a coordinator not ready yet (NOT_COORDINATOR on a new node) or worse.
             raise self._unreachable(e.args[0]) from None
         return [
             GroupMember(
