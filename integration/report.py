@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dramatiq_kafka.localkafka import KAFKA_VERSION
+
 ROOT = Path(__file__).resolve().parent.parent
 #: What the scenarios' faults would cost with Dramatiq's own brokers (prose, not figures).
 COMPARED = Path(__file__).with_name("reliability-compared.md")
@@ -39,7 +41,7 @@ committed every record, then counts from the ledgers:
   when to when).
 
 The workers are `dramatiq integration.app` subprocesses (8 threads unless said), against a real
-Kafka 4.1.2 started by `scripts/localkafka.py`, on the 2-core machine that also runs other work:
+Kafka {kafka_version} started by `scripts/localkafka.py`, on the 2-core machine that also runs other work:
 times are indicative. `make test` runs each scenario once at its default size (5,000 jobs for the
 job-count scenarios); `make faults` runs them with `FAULT_JOBS=20000` (the issue's figure).
 
@@ -172,7 +174,7 @@ def render(results: list[dict[str, Any]], previous: str = "") -> str:
         runs_of.setdefault(int(result["scenario"].partition("-")[0]), []).append(result)
     for number, runs in runs_of.items():
         by_number[number] = section(runs)
-    parts = [HEADER]
+    parts = [HEADER.replace("{kafka_version}", KAFKA_VERSION)]
     if not by_number:
         parts.append("No results recorded yet: run `make faults`.\n")
     parts += [text for _, text in sorted(by_number.items())]  # scenario 10 after 9

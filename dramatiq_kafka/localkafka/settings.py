@@ -1,15 +1,20 @@
 """The local Kafka's settings: versions, paths, timeouts, the JVM's flags, the SASL user of the command.
 
 ``KAFKA_VERSION`` is set here and nowhere else (the pom gets it as ``-Dkafka.version``, the jar cache
-dir is named after it).  The broker's own configuration (``server.properties``) is in
+dir is named after it); ``$DRAMATIQ_KAFKA_VERSION`` runs another (the tests, the demo, the
+benchmarks).  The broker's own configuration (``server.properties``) is in
 ``properties.py``; the jar dir in use, ``LIBS_DIR``, is on the package (``__init__.py``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-KAFKA_VERSION = "4.1.2"
+#: The Apache Kafka release the local Kafka runs: 4.2 or later for share groups (KIP-932).
+DEFAULT_KAFKA_VERSION = "4.4.0"
+VERSION_ENV = "DRAMATIQ_KAFKA_VERSION"
+KAFKA_VERSION = os.environ.get(VERSION_ENV) or DEFAULT_KAFKA_VERSION
 SCALA_VERSION = "2.13"
 # Beside the package, in dramatiq_kafka/ (shipped as package data).
 POM = Path(__file__).resolve().parent.parent / "kafka-pom.xml"
