@@ -83,7 +83,7 @@ class QueueLag(NamedTuple):
     partitions: list[PartitionLag] | None
 
 
-class GroupMember(NamedTuple):
+class MemberDescription(NamedTuple):
     """A member of a consumer group, as Kafka describes it.
 
     Attributes:
@@ -382,7 +382,7 @@ class TopicAdmin:
             )
         return found
 
-    def group_members(self) -> list[GroupMember]:
+    def group_members(self) -> list[MemberDescription]:
         """The members of the workers' group now (none when the group is empty or unknown)."""
         try:
             description = self.admin.describe_consumer_groups([self.group_id], request_timeout=self.timeout)[
@@ -393,7 +393,7 @@ class TopicAdmin:
             # error is a coordinator not ready yet (NOT_COORDINATOR on a new node) or worse.
             raise self._unreachable(e.args[0]) from None
         return [
-            GroupMember(
+            MemberDescription(
                 member.client_id,
                 member.host,
                 sorted(f"{tp.topic}/{tp.partition}" for tp in (member.assignment.topic_partitions or [])),

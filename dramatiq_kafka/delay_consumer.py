@@ -138,12 +138,14 @@ class DelayConsumer(Consumer):
     def __next__(self) -> MessageProxy | None:
         # Nothing for Dramatiq's worker: due records are moved by this thread.
         deadline = time.monotonic() + self.timeout
-        while (now := time.monotonic()) < deadline:
+        while True:
+            now = time.monotonic()
             self.partitions.before_turn(now)
             # The next release is on the wall clock (an eta).
             next_release = now + self._release_due() - current_millis() / 1000
+            if now >= deadline:
+                return None
             self.partitions.idle(now, min(deadline, next_release))
-        return None
 
     def ack(self, message: MessageProxy) -> None:
         raise TypeError("A delay consumer hands out no message to acknowledge.")

@@ -95,6 +95,10 @@ def test_dead_letters_are_listed_filtered_and_shown_in_full(dead: KafkaBroker) -
     assert request(app, "/dead-letters/nope")[0].startswith("404")
     status, text = request(app, "/dead-letters/work?partition=x")
     assert status.startswith("400") and "partition='x': must be a whole number" in text
+    # Digits that are not ASCII are refused as bad input, not taken for Kafka not answering.
+    status, text = request(app, "/dead-letters/work?limit=%C2%B2")
+    assert status.startswith("400") and "limit='²'" in text
+    assert request(app, "/dead-letters/work/%C2%B2/1")[0].startswith("404")
     # Without a token no action is offered, and none is taken.
     assert 'name="token"' not in page
     status, text = request(app, "/dead-letters/work/act", "POST", {"verb": "replay", "pick": "0/0"})
@@ -146,8 +150,18 @@ def test_replay_and_resolve_from_the_page(dead: KafkaBroker, caplog: pytest.LogC
     assert "Replayed 1 dead letter(s)" in text
     assert record_count(dead.bootstrap_servers, source) == before + 1
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert "127.0.0.9 asked to replay 0/1" in logged and "1 done" in logged and TOKEN not in logged
+    assert "127.0.0.9 asks to replay 0/1" in logged and "replay of 0/1" in logged and "1 done" in logged
+    assert TOKEN not in logged
     assert listed(request(app, "/dead-letters/work")[1])[1] == ("0/1", "parse", "replayed")
+    # Two picks in one action: each counted once, as done, not as done before.
+    status, text = request(
+        app, "/dead-letters/work/act", "POST", {"verb": "resolve", "pick": ["0/0", "0/2"], "token": TOKEN}
+    )
+    assert "Resolved 2 dead letter(s) of" in text and "; 0 replayed or resolved before." in text, text
+    status, text = request(
+        app, "/dead-letters/work/act", "POST", {"verb": "resolve", "pick": ["0/0", "0/2"], "token": TOKEN}
+    )
+    assert "Resolved 0 dead letter(s) of" in text and "; 2 replayed or resolved before." in text, text
     # Resolve all that match a filter: committed as handled, nothing sent.
     status, text = request(
         app,
@@ -155,7 +169,9 @@ def test_replay_and_resolve_from_the_page(dead: KafkaBroker, caplog: pytest.LogC
         "POST",
         {"verb": "resolve", "all": "1", "error_type": "ValueError", "token": TOKEN},
     )
-    assert status.startswith("200") and "Resolved 2 dead letter(s)" in text, text
+    assert status.startswith("200") and "Resolved 0 dead letter(s)" in text, text
+    # Below the DLQ group's commit (3 now) every dead letter counts as done before.
+    assert "3 replayed or resolved before" in text
     assert record_count(dead.bootstrap_servers, source) == before + 1
     assert listed(request(app, "/dead-letters/work?pending=1")[1]) == []
     # Again: nothing left to do.

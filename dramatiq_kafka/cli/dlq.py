@@ -185,6 +185,12 @@ def cmd_dlq_resolve(args: argparse.Namespace, ctx: Context) -> int:
         result = replay(reader, ctx.config, filters_of(args), resolve=True)
     finally:
         reader.close()
+    if result.interrupted:
+        ctx.err.write(
+            f"dramatiq-kafka: interrupted: the {result.resolved} dead letter(s) resolved so far are "
+            "committed; the next run goes on from there.\n"
+        )
+        return EXIT_INTERRUPTED
     check_actor_names(args, ctx, result.actors_seen, reader.topic)
     if args.json:
         print_json(

@@ -17,7 +17,8 @@ def dashboard_token(args: argparse.Namespace) -> str | None:
 
     if args.token_file:
         try:
-            token = Path(args.token_file).read_text().strip()
+            lines = Path(args.token_file).read_text().splitlines()
+            token = lines[0].strip() if lines else ""
         except OSError as e:
             raise UsageError(f"--token-file {args.token_file}: cannot read it ({e.strerror})") from None
         if not token:

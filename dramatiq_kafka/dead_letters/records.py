@@ -130,6 +130,8 @@ class Filters:
       partition: Only this partition of the dead-letter topic.
       start_offset, end_offset: An inclusive range of offsets in the
         dead-letter topic; ``None`` leaves that side open.
+      picks: Only these ``(partition, offset)`` dead letters (the dashboard's
+        selection); empty, all.
     """
 
     actors: Sequence[str] = ()
@@ -137,6 +139,7 @@ class Filters:
     partition: int | None = None
     start_offset: int | None = None
     end_offset: int | None = None
+    picks: frozenset[tuple[int, int]] = frozenset()
 
     def matches(self, record: DeadLetterRecord) -> bool:
         if self.actors and record.actor_name not in self.actors:
@@ -147,6 +150,8 @@ class Filters:
 
     def in_range(self, partition: int, offset: int) -> bool:
         if self.partition is not None and partition != self.partition:
+            return False
+        if self.picks and (partition, offset) not in self.picks:
             return False
         if self.start_offset is not None and offset < self.start_offset:
             return False

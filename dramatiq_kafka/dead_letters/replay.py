@@ -263,13 +263,18 @@ class _Replay:
         for partition, (low, high) in bounds.items():
             if filters.partition is not None and partition != filters.partition:
                 continue
+            if filters.picks and all(p != partition for p, _ in filters.picks):
+                continue
             committed, beyond = replayed[partition]
             first = max(low, committed)
             # Below the committed offset everything was replayed by an earlier run
             # (the first record left out stops the commit).
-            below_from = max(low, filters.start_offset if filters.start_offset is not None else low)
-            below_to = min(first, filters.end_offset + 1 if filters.end_offset is not None else first)
-            self.result.already += max(0, below_to - below_from)
+            if filters.picks:
+                self.result.already += sum(1 for p, o in filters.picks if p == partition and low <= o < first)
+            else:
+                below_from = max(low, filters.start_offset if filters.start_offset is not None else low)
+                below_to = min(first, filters.end_offset + 1 if filters.end_offset is not None else first)
+                self.result.already += max(0, below_to - below_from)
             self.partitions[partition] = _PartitionReplay(first, high, replayed_before=beyond)
 
     # -- send ----------------------------------------------------------------------------------------
@@ -297,7 +302,8 @@ class _Replay:
         where = f"{record.partition}/{record.offset}"
         omitted = record.header(DEAD_LETTER_OMITTED)
         if record.offset in state.replayed_before:
-            result.already += 1
+            # Handled by an earlier run: counted only where the filters look.
+            result.already += self.filters.matches(record)
             state.handled(record.offset)
         elif not self.filters.matches(record):
             result.skipped += 1

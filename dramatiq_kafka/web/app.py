@@ -85,6 +85,7 @@ class DashboardApp:
                 "Could not sample the lag",
             )
         self._first_request = threading.Lock()
+        self._action_locks: dict[str, threading.Lock] = {}
 
     def close(self) -> None:
         if self._sampler is not None:
@@ -137,7 +138,7 @@ class DashboardApp:
             if len(parts) == 1:
                 body = dead_letters.listing(dashboard, queue, query, actions=self.actions)
                 return page(f"Dead letters of {queue}", body, refresh=None)
-            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            if len(parts) == 3 and all(part.isascii() and part.isdigit() for part in parts[1:]):
                 partition, offset = int(parts[1]), int(parts[2])
                 found = dead_letters.record_page(dashboard, queue, partition, offset, actions=self.actions)
                 title = f"Dead letter {partition}/{offset} of {queue}"
@@ -160,15 +161,32 @@ class DashboardApp:
             )
         if queue not in self.broker.get_declared_queues():
             raise RequestRefused("404 Not Found", f"No queue {queue!r} is declared on this broker.")
-        result = dead_letters.act(self.dashboard, queue, form)
+        action = dead_letters.action_of(form)
+        who = environ.get("REMOTE_ADDR") or "?"
+        topic = self.broker.dead_letter_topic(queue)
+        self.logger.info("%s asks to %s %s of %r.", who, action.verb, action.what, topic)
+        # One action at a time per dead-letter topic: two would read the same commit
+        # of the DLQ group and the last to commit would undo the other's.
+        with self._action_locks.setdefault(topic, threading.Lock()):
+            try:
+                result = dead_letters.act(self.dashboard, queue, action)
+            except Exception as e:
+                self.logger.warning("%s's %s of %s of %r failed: %s", who, action.verb, action.what, topic, e)
+                raise RequestRefused(
+                    "502 Bad Gateway",
+                    f"The {action.verb} failed ({e}). What Kafka acknowledged before the failure is "
+                    "committed; a dead letter sent but not committed is sent again by the next replay "
+                    "(at least once). Look at the dead letters again before retrying.",
+                ) from None
         self.logger.info(
-            "%s asked to %s %s of %r: %d done, %d done before, %d failed.",
-            environ.get("REMOTE_ADDR") or "?",
-            result.verb,
-            result.what,
-            result.topic,
+            "%s's %s of %s of %r: %d done, %d done before, %d deferred, %d failed.",
+            who,
+            action.verb,
+            action.what,
+            topic,
             result.done,
             result.already,
+            result.deferred,
             result.failed,
         )
         return page(f"Dead letters of {queue}", dead_letters.result_page(queue, result), refresh=None)

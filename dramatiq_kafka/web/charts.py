@@ -29,7 +29,8 @@ def line_chart(
             f'<text x="4" y="{height // 2 + 4}" font-size="10" fill="#888">collecting…</text></svg>'
         )
     start, stop = points[0][0], points[-1][0]
-    top = max(value for _, value in points) or 1.0
+    peak = max(value for _, value in points)
+    top = peak or 1.0  # a flat zero is drawn at the bottom
     span = (stop - start) or 1.0
 
     def x(at: float) -> float:
@@ -40,7 +41,8 @@ def line_chart(
 
     line = " ".join(f"{x(at)},{y(value)}" for at, value in points)
     last = points[-1][1]
-    caption = escape(f"{last:,.0f}{unit} now, at most {top:,.0f}{unit} over {span / 60:.0f} min")
+    over = f"{span / 60:.0f} min" if span >= 60 else f"{span:.0f} s"
+    caption = escape(f"{last:,.0f}{unit} now, at most {peak:,.0f}{unit} over {over}")
     return Markup(
         f'<svg class="chart" width="{width}" height="{height}" role="img" aria-label="{label}">'
         f"<title>{label}: {caption}</title>{_frame(width, height)}"

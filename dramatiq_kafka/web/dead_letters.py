@@ -14,12 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..dead_letters import DeadLetterReader, Filters, dlq_group_for, replay, show
-from ..dead_letters.replay import ReplayResult
 from ..errors import RequestRefused
 from .html import Markup, escape, form, hidden, link, table
 from .readings import Dashboard
 
-__all__ = ["act", "index", "listing", "record_page", "result_page"]
+__all__ = ["Action", "ActionResult", "act", "action_of", "index", "listing", "record_page", "result_page"]
 
 #: Dead letters a listing shows unless its ``limit`` says otherwise, and the most it may.
 DEFAULT_LIMIT = 100
@@ -49,11 +48,16 @@ def _reader(dashboard: Dashboard, queue: str) -> Iterator[DeadLetterReader]:
         reader.close()
 
 
+def _whole(text: str) -> bool:
+    """Whether ``text`` is a whole number in ASCII digits (``"²".isdigit()`` is true)."""
+    return text.isascii() and text.isdigit()
+
+
 def _number(query: Query, name: str) -> int | None:
     text = (query.get(name) or [""])[0].strip()
     if not text:
         return None
-    if not text.isdigit():
+    if not _whole(text):
         raise bad_request(f"{name}={text!r}: must be a whole number >= 0 (or left empty)")
     return int(text)
 
@@ -91,7 +95,8 @@ def _token_field() -> Markup:
 
 
 def listing(dashboard: Dashboard, queue: str, query: Query, *, actions: bool) -> Markup:
-    """The dead letters of ``queue`` that match the query's filters, newest reads last."""
+    """The dead letters of ``queue`` that match the query's filters, oldest first, at most
+    ``limit`` (a ``start`` offset reaches later ones)."""
     filters = filters_of(query)
     limit = _number(query, "limit") or DEFAULT_LIMIT
     if limit > MAX_LIMIT:
@@ -199,64 +204,74 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
+@dataclass(frozen=True)
+class Action:
+    """What a request asks for: replay or resolve, which dead letters, said in words."""
+
+    verb: str
+    filters: Filters
+    what: str
+
+
 @dataclass
 class ActionResult:
     """What an action did, for its page and its log line."""
 
-    verb: str
+    action: Action
     topic: str
     done: int
     already: int
+    deferred: int
     failed: int
     errors: list[str]
-    what: str
 
 
-def _picks(query: Query) -> list[tuple[int, int]]:
-    picks = []
+def _picks(query: Query) -> frozenset[tuple[int, int]]:
+    picks = set()
     for pick in query.get("pick", []):
         partition, _, offset = pick.partition("/")
-        if not (partition.isdigit() and offset.isdigit()):
+        if not (_whole(partition) and _whole(offset)):
             raise bad_request(f"pick={pick!r}: must be PARTITION/OFFSET")
-        picks.append((int(partition), int(offset)))
-    return picks
+        picks.add((int(partition), int(offset)))
+    return frozenset(picks)
 
 
-def act(dashboard: Dashboard, queue: str, query: Query) -> ActionResult:
-    """Replay or resolve the picked dead letters, or all that match the filters."""
+def action_of(query: Query) -> Action:
+    """The action a form asks for: the picked dead letters, or all that match its filters."""
     verb = (query.get("verb") or [""])[0]
     if verb not in VERBS:
         raise bad_request(f"verb={verb!r}: must be one of {', '.join(VERBS)}")
     if (query.get("all") or [""])[0] == "1":
-        selections = [filters_of(query)]
-        what = "all that match " + (
-            ", ".join(f"{k}={v}" for k, v in _filter_fields(query).items() if v) or "(no filter)"
-        )
-    else:
-        picks = _picks(query)
-        if not picks:
-            raise bad_request("nothing selected: pick dead letters, or act on all that match the filters")
-        selections = [Filters(partition=p, start_offset=o, end_offset=o) for p, o in picks]
-        what = ", ".join(f"{p}/{o}" for p, o in picks)
-    total = ReplayResult()
+        named = ", ".join(f"{k}={v}" for k, v in _filter_fields(query).items() if v)
+        return Action(verb, filters_of(query), "all that match " + (named or "(no filter)"))
+    picks = _picks(query)
+    if not picks:
+        raise bad_request("nothing selected: pick dead letters, or act on all that match the filters")
+    return Action(verb, Filters(picks=picks), ", ".join(f"{p}/{o}" for p, o in sorted(picks)))
+
+
+def act(dashboard: Dashboard, queue: str, action: Action) -> ActionResult:
+    """Replay or resolve, in one pass over the dead-letter topic (``replay``'s, as the
+    command's)."""
     with _reader(dashboard, queue) as reader:
-        for filters in selections:
-            result = replay(reader, dashboard.broker.client_config, filters, resolve=verb == "resolve")
-            total.replayed += result.replayed
-            total.resolved += result.resolved
-            total.already += result.already
-            total.failed += result.failed
-            total.errors += result.errors
+        result = replay(
+            reader, dashboard.broker.client_config, action.filters, resolve=action.verb == "resolve"
+        )
         topic = reader.topic
-    done = total.resolved if verb == "resolve" else total.replayed
-    return ActionResult(verb, topic, done, total.already, total.failed, total.errors, what)
+    done = result.resolved if action.verb == "resolve" else result.replayed
+    return ActionResult(action, topic, done, result.already, result.deferred, result.failed, result.errors)
 
 
 def result_page(queue: str, result: ActionResult) -> Markup:
-    past = "Replayed" if result.verb == "replay" else "Resolved"
+    past = "Replayed" if result.action.verb == "replay" else "Resolved"
     text = (
-        f"{past} {result.done} dead letter(s) of {result.topic} ({result.what}); "
+        f"{past} {result.done} dead letter(s) of {result.topic} ({result.action.what}); "
         f"{result.already} replayed or resolved before"
+        + (
+            f"; {result.deferred} left for a later run (too many to remember at once)"
+            if result.deferred
+            else ""
+        )
         + (f"; {result.failed} failed" if result.failed else "")
         + "."
     )

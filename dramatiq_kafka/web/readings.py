@@ -14,7 +14,7 @@ from typing import Any
 
 from dramatiq.logging import get_logger
 
-from ..admin import GroupMember, PartitionLag, TopicAdmin
+from ..admin import MemberDescription, PartitionLag, TopicAdmin
 from ..broker import KafkaBroker
 from ..status import read_status
 from .history import QueueHistory, QueueSample
@@ -91,7 +91,7 @@ class Dashboard:
             self._cached("status", lambda: read_status(self.broker.client_config, self.broker.topic_prefix))
         )
 
-    def group_members(self) -> list[GroupMember]:
+    def group_members(self) -> list[MemberDescription]:
         """The workers' group as Kafka describes it."""
         return list(self._cached("members", self.admin.group_members))
 
