@@ -35,8 +35,6 @@ def browse(url: str) -> str:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
 def test_chromium_shows_what_kafka_says(kafka_bootstrap: str, unique_name: str) -> None:
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
-
     prefix = f"{unique_name}."
     broker = KafkaBroker(
         bootstrap_servers=kafka_bootstrap,
@@ -53,21 +51,10 @@ def test_chromium_shows_what_kafka_says(kafka_bootstrap: str, unique_name: str) 
     fails.send()
     broker.flush_producer()
 
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = make_server(
-        "127.0.0.1", port, make_app(broker, cache_seconds=0, sample_every=None), handler_class=Quiet
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, base = serve_in_thread(make_app(broker, cache_seconds=0, sample_every=None))
     worker = Worker(broker, worker_threads=1, worker_timeout=100)
     worker.start()
     try:
-        base = f"http://127.0.0.1:{port}"
         wait_for(lambda: "waits for retry 1" in browse(f"{base}/queue/work"), 60, 1)
         overview = browse(f"{base}/")
         lags = broker.admin.lag(f"{prefix}work")
@@ -160,7 +147,7 @@ def submit(driver: Any, button: Any) -> None:
     WebDriverWait(driver, 20).until(expected_conditions.staleness_of(button))
 
 
-def serve_in_thread(app: object) -> tuple[object, str]:
+def serve_in_thread(app: object) -> tuple[Any, str]:
     """Serve ``app`` on a free loopback port; the server and its base URL."""
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
