@@ -393,15 +393,19 @@ def test_dlq_replay_sends_the_originals_once(dead_letters: dict[str, Any]) -> No
     done = dlq_json("replay", d)
     assert (done["examined"], done["replayed"], done["already_replayed"]) == (0, 0, 5)
     code, out, _ = dlq("replay", d)
-    assert code == 0 and "5 replayed before" in out
+    assert code == 0 and "5 replayed or resolved before" in out
     assert record_count(d["bootstrap"], queue) == 10
 
 
 def test_dlq_resolve_marks_dead_letters_handled_without_sending_them(dead_letters: dict[str, Any]) -> None:
     d, queue = dead_letters, dead_letters["queue"]
+    code, out, _ = dlq("resolve", d, "--error-type", "KeyError", "--dry-run")
+    assert code == 0 and "would resolve 0/1 fetch (KeyError)" in out and "Nothing was committed." in out
+    assert [r["offset"] for r in dlq_json("show", d, "--pending")] == [0, 1, 2, 3, 4]
     code, out, err = dlq("resolve", d, "--error-type", "KeyError")
     assert code == 0, err
     assert f"Resolved 2 dead letter(s) of '{queue}.XQ' without replaying them; 3 left out" in out
+    assert "(replayed or resolved)" in dlq("show", d)[1]
     assert record_count(d["bootstrap"], queue) == 5  # nothing sent
     assert [r["offset"] for r in dlq_json("show", d, "--pending")] == [0, 2, 4]
     # A replay leaves the resolved ones out.

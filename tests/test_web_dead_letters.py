@@ -49,7 +49,7 @@ def listed(page: str) -> list[tuple[str, str, str]]:
     """(partition/offset, actor, status) of each dead letter on a listing."""
     return re.findall(
         r'<a href="/dead-letters/[^/"]+/(\d+/\d+)">[^<]*</a></td><td>([^<]*)</td>'
-        r".*?<td>(replayed|)</td></tr>",
+        r".*?<td>(replayed or resolved|)</td></tr>",
         page,
     )
 
@@ -88,6 +88,7 @@ def test_dead_letters_are_listed_filtered_and_shown_in_full(dead: KafkaBroker) -
     _, only = request(app, "/dead-letters/work?error_type=KeyError")
     assert [row[0] for row in listed(only)] == ["0/1"]
     _, one = request(app, "/dead-letters/work/0/2")
+    assert "<td>timestamp</td>" not in one and "UTC" in one  # a date, not milliseconds
     assert "bad input 2" in one and "Traceback" in one and f"{dead.topic_prefix}work" in one
     # Arguments are shown escaped, never as markup.
     assert "&lt;b&gt;kw&lt;/b&gt;" in one and "<b>kw</b>" not in one
@@ -124,6 +125,7 @@ def test_an_action_needs_the_token_and_the_same_site(dead: KafkaBroker) -> None:
     )
     assert status.startswith("403") and "Origin" in text
     assert request(app, "/dead-letters/work", "POST", {**replay_one, "token": TOKEN})[0].startswith("405")
+    assert request(app, "/dead-letters/work/act")[0].startswith("405")
     read_only = make_app(dead, cache_seconds=0, token=TOKEN, read_only=True, sample_every=None)
     status, text = request(read_only, "/dead-letters/work/act", "POST", {**replay_one, "token": TOKEN})
     assert status.startswith("403") and "read-only" in text
@@ -152,7 +154,7 @@ def test_replay_and_resolve_from_the_page(dead: KafkaBroker, caplog: pytest.LogC
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "127.0.0.9 asks to replay 0/1" in logged and "replay of 0/1" in logged and "1 done" in logged
     assert TOKEN not in logged
-    assert listed(request(app, "/dead-letters/work")[1])[1] == ("0/1", "parse", "replayed")
+    assert listed(request(app, "/dead-letters/work")[1])[1] == ("0/1", "parse", "replayed or resolved")
     # Two picks in one action: each counted once, as done, not as done before.
     status, text = request(
         app, "/dead-letters/work/act", "POST", {"verb": "resolve", "pick": ["0/0", "0/2"], "token": TOKEN}

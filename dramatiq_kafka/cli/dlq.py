@@ -55,7 +55,8 @@ def dead_letter_reader(args: argparse.Namespace, ctx: Context) -> DeadLetterRead
 def describe(record: DeadLetterRecord, replayed: bool, *, traceback: bool) -> str:
     shown = record.asdict(traceback=traceback)
     when = datetime.fromtimestamp(record.timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    lines = [f"{record.topic} {record.partition}/{record.offset}  {when}{'  (replayed)' if replayed else ''}"]
+    status = "  (replayed or resolved)" if replayed else ""
+    lines = [f"{record.topic} {record.partition}/{record.offset}  {when}{status}"]
 
     def line(name: str, value: object) -> None:
         if value not in (None, "", {}, []):
@@ -157,7 +158,7 @@ def cmd_dlq_replay(args: argparse.Namespace, ctx: Context) -> int:
         where = f"to {to_topic!r}" if to_topic else "to their source topics"
         ctx.out.write(
             f"{verb} {result.replayed} dead letter(s) of {reader.topic!r} {where}; "
-            f"{result.skipped} left out by the filters, {result.already} replayed before"
+            f"{result.skipped} left out by the filters, {result.already} replayed or resolved before"
             + (f", {result.deferred} deferred to a later run" if result.deferred else "")
             + (f", {result.failed} failed" if result.failed else "")
             + (". Nothing was sent or committed.\n" if args.dry_run else ".\n")
@@ -182,7 +183,7 @@ def cmd_dlq_replay(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_dlq_resolve(args: argparse.Namespace, ctx: Context) -> int:
     reader = dead_letter_reader(args, ctx)
     try:
-        result = replay(reader, ctx.config, filters_of(args), resolve=True)
+        result = replay(reader, ctx.config, filters_of(args), resolve=True, dry_run=args.dry_run)
     finally:
         reader.close()
     if result.interrupted:
@@ -199,6 +200,7 @@ def cmd_dlq_resolve(args: argparse.Namespace, ctx: Context) -> int:
                 "topic": reader.topic,
                 "dlq_group": reader.group_id,
                 "examined": result.examined,
+                "dry_run": args.dry_run,
                 "resolved": result.resolved,
                 "skipped": result.skipped,
                 "already_replayed": result.already,
@@ -206,11 +208,17 @@ def cmd_dlq_resolve(args: argparse.Namespace, ctx: Context) -> int:
             },
         )
     else:
+        for record, _ in result.records if args.dry_run else ():
+            ctx.out.write(
+                f"would resolve {record.partition}/{record.offset} {record.actor_name or '?'}"
+                f" ({record.error_type or 'no error'})\n"
+            )
         ctx.out.write(
-            f"Resolved {result.resolved} dead letter(s) of {reader.topic!r} without replaying them; "
+            f"{'Would resolve' if args.dry_run else 'Resolved'} {result.resolved} dead letter(s) of "
+            f"{reader.topic!r} without replaying them; "
             f"{result.skipped} left out by the filters, {result.already} replayed or resolved before"
             + (f", {result.deferred} deferred to a later run" if result.deferred else "")
-            + ".\n"
+            + (". Nothing was committed.\n" if args.dry_run else ".\n")
         )
     return EXIT_OK
 

@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
         "later replays leave them out, and `dlq show --pending` no longer lists them.",
     )
     _filter_options(dlq_resolve)
+    dlq_resolve.add_argument(
+        "--dry-run", "-n", action="store_true", help="list what would be resolved; commit nothing"
+    )
 
     web = _command(
         commands,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
@@ -41,5 +42,8 @@ def cmd_web(args: argparse.Namespace, ctx: Context) -> int:
         mode = f"read-only: no token (${TOKEN_ENV} or --token-file) allows actions"
     ctx.err.write(f"Dashboard on http://{args.host}:{args.port}/ ({mode}; Ctrl-C stops it)\n")
     ctx.err.flush()
+    if not logging.getLogger().handlers:
+        # The actions' audit lines (who replayed or resolved what) are INFO.
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(ctx.broker, args.host, args.port, token=token, read_only=args.read_only)
     return EXIT_OK

@@ -52,7 +52,8 @@ class ReplayResult:
       deferred: Matching, but left for a later run (see ``MAX_METADATA``).
       failed: Matching, but not acknowledged by Kafka, or with nowhere to go.
       resolved: Marked as handled without being sent (``resolve=True``).
-      records: In a dry run, the dead letters that would be sent.
+      records: In a dry run, the dead letters that would be sent (or resolved:
+        their destination ``""``).
     """
 
     examined: int = 0
@@ -112,7 +113,7 @@ def replay(
     was not acknowledged or not reached.
     """
     sender = None if dry_run or resolve else _Sender(config)
-    run = _Replay(reader, filters, sender, to_topic, send_omitted, resolve=resolve and not dry_run)
+    run = _Replay(reader, filters, sender, to_topic, send_omitted, resolve=resolve, dry_run=dry_run)
     run.plan()
     try:
         run.send(progress)
@@ -120,7 +121,7 @@ def replay(
         run.interrupted()
     if run.sender is not None:
         run.confirm(timeout)
-    if run.sender is not None or run.resolve:
+    if run.sender is not None or (resolve and not dry_run):
         run.commit()
     return run.result
 
@@ -240,9 +241,11 @@ class _Replay:
         send_omitted: bool,
         *,
         resolve: bool = False,
+        dry_run: bool = False,
     ) -> None:
         self.reader = reader
         self.resolve = resolve
+        self.dry_run = dry_run
         self.filters = filters
         self.sender = sender
         self.to_topic = to_topic
@@ -312,6 +315,8 @@ class _Replay:
             if state.room_for(record.offset):
                 state.handled(record.offset)
                 result.resolved += 1
+                if self.dry_run:
+                    result.records.append((record, ""))
             else:
                 result.deferred += 1
                 state.leave(record.offset)

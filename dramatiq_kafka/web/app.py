@@ -135,6 +135,10 @@ class DashboardApp:
             queue = parts[0]
             if queue not in self.broker.get_declared_queues():
                 return None
+            if parts[1:] == ["act"]:
+                raise RequestRefused(
+                    "405 Method Not Allowed", "Actions are POSTs from the dead letters' page."
+                )
             if len(parts) == 1:
                 body = dead_letters.listing(dashboard, queue, query, actions=self.actions)
                 return page(f"Dead letters of {queue}", body, refresh=None)

@@ -135,7 +135,7 @@ def listing(dashboard: Dashboard, queue: str, query: Query, *, actions: bool) ->
                 Markup(f"<span class='text'>{escape((shown['error_message'] or '')[:200])}</span>"),
                 f"{shown['source_topic'] or '?'}/{shown['source_partition']}@{shown['source_offset']}",
                 _when(dead.timestamp),
-                "replayed" if replayed else "",
+                "replayed or resolved" if replayed else "",
             ]
         )
     header = ["", "partition/offset", "actor", "error type", "error", "from", "dead-lettered", "status"]
@@ -174,6 +174,7 @@ def record_page(
     dead, replayed = found[0]
     shown = dead.asdict(traceback=True)
     rows = [[name, Markup(f"<pre>{escape(_text(value))}</pre>")] for name, value in shown.items()]
+    rows = [row for row in rows if row[0] != "timestamp"]  # shown below, as a date
     rows.append(["dead-lettered", _when(dead.timestamp)])
     rows.append(["status", "replayed or resolved" if replayed else "not replayed yet"])
     rows.append(
