@@ -142,7 +142,7 @@ class DashboardApp:
             if len(parts) == 1:
                 body = dead_letters.listing(dashboard, queue, query, actions=self.actions)
                 return page(f"Dead letters of {queue}", body, refresh=None)
-            if len(parts) == 3 and all(part.isascii() and part.isdigit() for part in parts[1:]):
+            if len(parts) == 3 and all(dead_letters.whole_number(part) for part in parts[1:]):
                 partition, offset = int(parts[1]), int(parts[2])
                 found = dead_letters.record_page(dashboard, queue, partition, offset, actions=self.actions)
                 title = f"Dead letter {partition}/{offset} of {queue}"

@@ -48,7 +48,7 @@ def _reader(dashboard: Dashboard, queue: str) -> Iterator[DeadLetterReader]:
         reader.close()
 
 
-def _whole(text: str) -> bool:
+def whole_number(text: str) -> bool:
     """Whether ``text`` is a whole number in ASCII digits (``"²".isdigit()`` is true)."""
     return text.isascii() and text.isdigit()
 
@@ -57,7 +57,7 @@ def _number(query: Query, name: str) -> int | None:
     text = (query.get(name) or [""])[0].strip()
     if not text:
         return None
-    if not _whole(text):
+    if not whole_number(text):
         raise bad_request(f"{name}={text!r}: must be a whole number >= 0 (or left empty)")
     return int(text)
 
@@ -231,7 +231,7 @@ def _picks(query: Query) -> frozenset[tuple[int, int]]:
     picks = set()
     for pick in query.get("pick", []):
         partition, _, offset = pick.partition("/")
-        if not (_whole(partition) and _whole(offset)):
+        if not (whole_number(partition) and whole_number(offset)):
             raise bad_request(f"pick={pick!r}: must be PARTITION/OFFSET")
         picks.add((int(partition), int(offset)))
     return frozenset(picks)
