@@ -57,7 +57,7 @@ def test_the_pages_show_what_kafka_says(kafka_bootstrap: str, unique_name: str) 
         lags = broker.admin.lag(f"{prefix}work")
         status, page = get(app, "/")
         assert status.startswith("200")
-        row = re.search(r'<a href="/queue/work">work</a></td>(.*?)</tr>', page)
+        row = re.search(r'<a href="queue/work">work</a></td>(.*?)</tr>', page)
         assert row is not None
         cells = re.findall(r"<td>(.*?)</td>", row.group(1))
         assert cells[:3] == [str(len(lags)), str(sum(p.end for p in lags)), str(sum(p.lag for p in lags))]
@@ -97,7 +97,7 @@ def test_a_paused_partition_shows_why(kafka_bootstrap: str, unique_name: str) ->
         wait_for(lambda: "waits for retry 1" in get(app, "/queue/work")[1], 40, 0.5)
         page = get(app, "/queue/work")[1]
         assert "offset 0 waits for retry 1 (due in" in page and "paused" in page
-        row = re.search(r'<a href="/queue/work">work</a></td>(.*?)</tr>', get(app, "/")[1])
+        row = re.search(r'<a href="queue/work">work</a></td>(.*?)</tr>', get(app, "/")[1])
         assert row is not None and re.findall(r"<td>(.*?)</td>", row.group(1))[3] == "1"
     finally:
         worker.stop()
@@ -124,7 +124,7 @@ def test_a_delayed_job_waits_in_its_tier(kafka_bootstrap: str, unique_name: str)
     page = get(app, "/queue/work")[1]
     row = re.search(r"<td>up to 30s</td><td>[0-9, ]+</td><td>(\d+)</td><td>-</td>", page)
     assert row is not None and row.group(1) == "1", page
-    overview = re.search(r'<a href="/queue/work">work</a></td>(.*?)</tr>', get(app, "/")[1])
+    overview = re.search(r'<a href="queue/work">work</a></td>(.*?)</tr>', get(app, "/")[1])
     assert overview is not None and re.findall(r"<td>(.*?)</td>", overview.group(1))[5] == "1"  # delayed
     # Once a worker holds it, its status record says when it falls due.
     worker = Worker(broker, worker_threads=1, worker_timeout=100)
@@ -166,7 +166,7 @@ def test_the_overview_shows_jobs_per_second_and_the_lag_trend(kafka_bootstrap: s
         broker.flush_producer()
         wait_for(lambda: len(app_history(app)) >= 3, 20, 0.2)
         page = get(app, "/")[1]
-        row = re.search(r'<a href="/queue/work">work</a></td>(.*?)</tr>', page)
+        row = re.search(r'<a href="queue/work">work</a></td>(.*?)</tr>', page)
         assert row is not None
         cells = re.findall(r"<td>(.*?)</td>", row.group(1))
         assert "<polyline" in cells[-1] and "21 now" in cells[-1]

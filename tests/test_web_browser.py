@@ -58,7 +58,7 @@ def test_chromium_shows_what_kafka_says(kafka_bootstrap: str, unique_name: str) 
         wait_for(lambda: "waits for retry 1" in browse(f"{base}/queue/work"), 60, 1)
         overview = browse(f"{base}/")
         lags = broker.admin.lag(f"{prefix}work")
-        row = re.search(r'<a href="/queue/work">work</a></td>(.*?)</tr>', overview)
+        row = re.search(r'<a href="queue/work">work</a></td>(.*?)</tr>', overview)
         assert row is not None
         cells = re.findall(r"<td>(.*?)</td>", row.group(1))
         assert cells[:4] == [
@@ -131,7 +131,15 @@ def test_a_replay_from_the_page_in_chromium(kafka_bootstrap: str, unique_name: s
         picked.find_element(By.NAME, "token").send_keys("page-token")
         submit(driver, picked.find_element(By.CSS_SELECTOR, "button[value=replay]"))
         assert "Replayed 1 dead letter(s)" in driver.page_source, driver.page_source
+        # The browser was sent to the result's page (a GET: reloading it posts nothing).
+        assert "/dead-letters/work/done/" in driver.current_url
+        driver.refresh()
         assert record_count(kafka_bootstrap, source) == before + 1
+        # Links are relative to the page's <base>: they lead where they say.
+        driver.find_element(By.LINK_TEXT, "back to the dead letters").click()
+        assert driver.current_url == f"{base}/dead-letters/work"
+        driver.find_element(By.LINK_TEXT, "Overview").click()
+        assert driver.current_url == f"{base}/"
     finally:
         driver.quit()
         server.shutdown()

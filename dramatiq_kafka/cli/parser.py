@@ -199,4 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a file holding the token that replay and resolve need (default: $DRAMATIQ_KAFKA_WEB_TOKEN; "
         "none: actions are off)",
     )
+    web.add_argument(
+        "--origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an origin whose forms may post actions besides the dashboard's host, such as the "
+        "https://... address a proxy serves it at (repeatable)",
+    )
     return parser

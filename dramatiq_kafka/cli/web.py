@@ -45,5 +45,5 @@ def cmd_web(args: argparse.Namespace, ctx: Context) -> int:
     if not logging.getLogger().handlers:
         # The actions' audit lines (who replayed or resolved what) are INFO.
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(ctx.broker, args.host, args.port, token=token, read_only=args.read_only)
+    serve(ctx.broker, args.host, args.port, token=token, read_only=args.read_only, origins=args.origin)
     return EXIT_OK

@@ -8,7 +8,7 @@ back.  The command that shows and replays them is ``cli/dlq.py``.
 """
 
 from .headers import DEAD_LETTER_HEADERS
-from .reader import METADATA_PREFIX, DeadLetterReader, dlq_group_for, show
+from .reader import METADATA_PREFIX, DeadLetterReader, dlq_group_for, newest, show
 from .records import DeadLetterRecord, Filters
 from .replay import MAX_METADATA, Progress, ReplayResult, replay
 from .writer import (
@@ -37,6 +37,7 @@ __all__ = [
     "ReplayResult",
     "dead_letter_headers",
     "dlq_group_for",
+    "newest",
     "replay",
     "show",
     "without_large_parts",

@@ -4,8 +4,8 @@ A replay's progress is committed in a consumer group of its own (the
 *DLQ group*): its committed offset of a partition is the first dead
 letter not yet replayed, and the dead letters replayed after it (a filter
 left an earlier one out) are listed in the commit's metadata.
-:class:`DeadLetterReader` reads both; :func:`show` lists dead letters
-with whether they were replayed.  Sending them back is ``replay.py``.
+:class:`DeadLetterReader` reads both; :func:`show` (oldest first) and
+:func:`newest` list dead letters with whether they were replayed.  Sending them back is ``replay.py``.
 """
 
 from __future__ import annotations
@@ -149,14 +149,13 @@ class DeadLetterReader:
         self.consumer.close()
 
 
-def show(
-    reader: DeadLetterReader, filters: Filters, *, limit: int | None = None, pending_only: bool = False
-) -> Iterator[tuple[DeadLetterRecord, bool]]:
-    """The dead letters matching ``filters``, each with whether the DLQ
-    group already replayed it."""
+def _ranges(
+    reader: DeadLetterReader, filters: Filters, pending_only: bool
+) -> tuple[dict[int, int], dict[int, int], dict[int, tuple[int, set[int]]]]:
+    """Where to start and stop reading each partition the filters allow, and what the
+    DLQ group replayed."""
     bounds = reader.bounds()
     replayed = reader.replayed(list(bounds))
-    shown = 0
     start, end = {}, {}
     for partition, (low, high) in bounds.items():
         if filters.partition is not None and partition != filters.partition:
@@ -165,12 +164,55 @@ def show(
         if pending_only:
             start[partition] = max(start[partition], replayed[partition][0])
         end[partition] = high if filters.end_offset is None else min(high, filters.end_offset + 1)
-    for record in reader.read(start, end):
+    return start, end, replayed
+
+
+def _matching(
+    records: Iterator[DeadLetterRecord],
+    filters: Filters,
+    replayed: dict[int, tuple[int, set[int]]],
+    pending_only: bool,
+) -> Iterator[tuple[DeadLetterRecord, bool]]:
+    for record in records:
         committed, beyond = replayed[record.partition]
         done = record.offset < committed or record.offset in beyond
-        if not filters.matches(record) or (pending_only and done):
-            continue
-        yield record, done
+        if filters.matches(record) and not (pending_only and done):
+            yield record, done
+
+
+def show(
+    reader: DeadLetterReader, filters: Filters, *, limit: int | None = None, pending_only: bool = False
+) -> Iterator[tuple[DeadLetterRecord, bool]]:
+    """The dead letters matching ``filters``, oldest first (in offset order within a
+    partition), each with whether the DLQ group already replayed it."""
+    start, end, replayed = _ranges(reader, filters, pending_only)
+    shown = 0
+    for found in _matching(reader.read(start, end), filters, replayed, pending_only):
+        yield found
         shown += 1
         if limit is not None and shown >= limit:
             return
+
+
+def newest(
+    reader: DeadLetterReader, filters: Filters, *, limit: int, pending_only: bool = False
+) -> list[tuple[DeadLetterRecord, bool]]:
+    """The latest ``limit`` dead letters matching ``filters``, newest first (by the time
+    they were written; the later offset first among equal times).
+
+    Each partition is read backwards from its end in windows that double, so a topic of
+    many dead letters is read only as far back as the matches need.
+    """
+    start, end, replayed = _ranges(reader, filters, pending_only)
+    found: list[tuple[DeadLetterRecord, bool]] = []
+    for partition, low in start.items():
+        matches: list[tuple[DeadLetterRecord, bool]] = []
+        upto, window = end[partition], limit
+        while upto > low and len(matches) < limit:
+            since = max(low, upto - window)
+            records = reader.read({partition: since}, {partition: upto})
+            matches = [*_matching(records, filters, replayed, pending_only), *matches]
+            upto, window = since, window * 2
+        found.extend(matches[-limit:])
+    found.sort(key=lambda item: (item[0].timestamp, item[0].offset), reverse=True)
+    return found[:limit]

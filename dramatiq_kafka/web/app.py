@@ -10,8 +10,10 @@ settings is ever rendered or logged.
 from __future__ import annotations
 
 import hmac
+import secrets
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -21,7 +23,7 @@ from ..broker import KafkaBroker
 from ..errors import RequestRefused
 from ..periodic import Periodic
 from . import dead_letters, pages
-from .html import page
+from .html import Markup, page
 from .readings import Dashboard
 
 __all__ = ["TOKEN_ENV", "DashboardApp", "make_app", "serve"]
@@ -30,12 +32,17 @@ __all__ = ["TOKEN_ENV", "DashboardApp", "make_app", "serve"]
 TOKEN_ENV = "DRAMATIQ_KAFKA_WEB_TOKEN"
 #: The largest form an action may post, in bytes.
 MAX_FORM = 64 * 1024
+#: How many actions' results are kept for the page a browser is sent to after its POST.
+KEPT_RESULTS = 100
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 HEADERS = [
     ("X-Frame-Options", "DENY"),
-    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'self'",
+    ),
     # Not no-referrer: with it a browser posts a form with "Origin: null", refused below.
     ("Referrer-Policy", "same-origin"),
     ("X-Content-Type-Options", "nosniff"),
@@ -56,6 +63,9 @@ class DashboardApp:
       sample_every(float): Seconds between two samples of the queues' lag for
         the charts, taken on a thread of its own from the first request on;
         ``None``: only page views take them.
+      origins(Iterable[str]): Origins (``https://ops.example.com``) whose forms may
+        post actions besides the dashboard's own host: the public address a
+        proxy serves it at, when the proxy sends another ``Host``.
     """
 
     def __init__(
@@ -67,8 +77,10 @@ class DashboardApp:
         token: str | None = None,
         read_only: bool = False,
         sample_every: float | None = 10.0,
+        origins: Iterable[str] = (),
     ) -> None:
         self.broker = broker
+        self.origins = frozenset(origin.rstrip("/") for origin in origins)
         self.dashboard = Dashboard(broker, cache_seconds=cache_seconds)
         self.refresh = refresh
         self.read_only = read_only
@@ -86,6 +98,10 @@ class DashboardApp:
             )
         self._first_request = threading.Lock()
         self._action_locks: dict[str, threading.Lock] = {}
+        # An action answers with a redirect to its result, so that reloading the
+        # result's page does not post the action again.
+        self._results: OrderedDict[str, tuple[str, Markup]] = OrderedDict()
+        self._results_lock = threading.Lock()
 
     def close(self) -> None:
         if self._sampler is not None:
@@ -96,14 +112,20 @@ class DashboardApp:
         if self._sampler is not None and self._first_request.acquire(blocking=False):
             self._sampler.start()  # the lock stays held: the sampler starts once
         path = unquote(environ.get("PATH_INFO") or "/")
+        root = (environ.get("SCRIPT_NAME") or "").rstrip("/")
         method = environ.get("REQUEST_METHOD", "GET")
         try:
             if method in ("GET", "HEAD"):
-                body = self._get(path, parse_qs(environ.get("QUERY_STRING") or ""))
-                if body is None:
+                found = self._get(path, parse_qs(environ.get("QUERY_STRING") or ""))
+                if found is None:
                     raise RequestRefused("404 Not Found", "No such page.")
+                title, body, refresh = found
             elif method == "POST":
-                body = self._post(path, environ)
+                location = f"{root}/{self._post(path, environ)}"
+                start_response(
+                    "303 See Other", [("Location", location), ("Content-Type", "text/plain"), *HEADERS]
+                )
+                return [f"Done: see {location}\n".encode()]
             else:
                 raise RequestRefused("405 Method Not Allowed", "Pages are read with GET; actions are POSTs.")
         except RequestRefused as e:
@@ -116,20 +138,21 @@ class DashboardApp:
         start_response(
             "200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"), *HEADERS]
         )
-        return [body]
+        return [page(title, body, refresh=refresh, base=f"{root}/")]
 
-    def _get(self, path: str, query: dict[str, list[str]]) -> bytes | None:
+    def _get(self, path: str, query: dict[str, list[str]]) -> tuple[str, Markup, int | None] | None:
+        """A page's title, body and refresh interval (``None``: no such page)."""
         dashboard, refresh = self.dashboard, self.refresh
         if path == "/":
-            return page("Queues", pages.overview(dashboard), refresh=refresh)
+            return "Queues", pages.overview(dashboard), refresh
         if path == "/workers":
-            return page("Workers", pages.workers(dashboard), refresh=refresh)
+            return "Workers", pages.workers(dashboard), refresh
         if path.startswith("/queue/"):
             name = path[len("/queue/") :]
             body = pages.queue(dashboard, name)
-            return None if body is None else page(f"Queue {name}", body, refresh=refresh)
+            return None if body is None else (f"Queue {name}", body, refresh)
         if path == "/dead-letters":
-            return page("Dead letters", dead_letters.index(dashboard), refresh=refresh)
+            return "Dead letters", dead_letters.index(dashboard), refresh
         if path.startswith("/dead-letters/"):
             parts = path[len("/dead-letters/") :].split("/")
             queue = parts[0]
@@ -141,15 +164,24 @@ class DashboardApp:
                 )
             if len(parts) == 1:
                 body = dead_letters.listing(dashboard, queue, query, actions=self.actions)
-                return page(f"Dead letters of {queue}", body, refresh=None)
+                return f"Dead letters of {queue}", body, None
+            if len(parts) == 3 and parts[1] == "done":
+                with self._results_lock:
+                    kept = self._results.get(parts[2])
+                if kept is None or kept[0] != queue:
+                    raise RequestRefused(
+                        "404 Not Found", "No such action, or too long ago: look at the dead letters again."
+                    )
+                return f"Dead letters of {queue}", kept[1], None
             if len(parts) == 3 and all(dead_letters.whole_number(part) for part in parts[1:]):
                 partition, offset = int(parts[1]), int(parts[2])
                 found = dead_letters.record_page(dashboard, queue, partition, offset, actions=self.actions)
                 title = f"Dead letter {partition}/{offset} of {queue}"
-                return None if found is None else page(title, found, refresh=None)
+                return None if found is None else (title, found, None)
         return None
 
-    def _post(self, path: str, environ: dict[str, Any]) -> bytes:
+    def _post(self, path: str, environ: dict[str, Any]) -> str:
+        """Run an action; where its result is shown (relative to the dashboard's root)."""
         parts = path.split("/")
         if len(parts) != 4 or parts[1] != "dead-letters" or parts[3] != "act":
             raise RequestRefused("405 Method Not Allowed", "This page takes no action.")
@@ -157,7 +189,7 @@ class DashboardApp:
         if not self.actions:
             why = "read-only" if self.read_only else f"started without a token (set ${TOKEN_ENV})"
             raise RequestRefused("403 Forbidden", f"Actions are off: this dashboard is {why}.")
-        check_same_site(environ)
+        check_same_site(environ, self.origins)
         form = read_form(environ)
         if not hmac.compare_digest((form.get("token") or [""])[0].encode(), str(self._token).encode()):
             raise RequestRefused(
@@ -193,7 +225,12 @@ class DashboardApp:
             result.deferred,
             result.failed,
         )
-        return page(f"Dead letters of {queue}", dead_letters.result_page(queue, result), refresh=None)
+        key = secrets.token_urlsafe(12)
+        with self._results_lock:
+            self._results[key] = (queue, dead_letters.result_page(queue, result))
+            while len(self._results) > KEPT_RESULTS:
+                self._results.popitem(last=False)
+        return f"dead-letters/{queue}/done/{key}"
 
 
 def make_app(broker: KafkaBroker, **options: Any) -> DashboardApp:
@@ -201,8 +238,9 @@ def make_app(broker: KafkaBroker, **options: Any) -> DashboardApp:
     return DashboardApp(broker, **options)
 
 
-def check_same_site(environ: dict[str, Any]) -> None:
-    """Refuse a request that its browser says comes from another site.
+def check_same_site(environ: dict[str, Any], origins: frozenset[str] = frozenset()) -> None:
+    """Refuse a request that its browser says comes from another site than the
+    dashboard's host or one of ``origins``.
 
     Browsers send ``Sec-Fetch-Site`` and ``Origin`` with a form's POST; a request
     with neither (a script, ``curl``) carries the token, which another site cannot
@@ -212,7 +250,7 @@ def check_same_site(environ: dict[str, Any]) -> None:
     if site is not None and site not in ("same-origin", "none"):
         raise RequestRefused("403 Forbidden", f"Cross-site request refused (Sec-Fetch-Site: {site}).")
     origin = environ.get("HTTP_ORIGIN")
-    if origin is not None:
+    if origin is not None and origin not in origins:
         host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
         if origin.split("://", 1)[-1] != host:
             raise RequestRefused(

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..dead_letters import DeadLetterReader, Filters, dlq_group_for, replay, show
+from ..dead_letters import DeadLetterReader, Filters, dlq_group_for, newest, replay, show
 from ..errors import RequestRefused
 from .html import Markup, escape, form, hidden, link, table
 from .readings import Dashboard
@@ -25,6 +25,8 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 #: The actions a page may ask for.
 VERBS = ("replay", "resolve")
+#: The orders a listing may take; the first is the default.
+ORDERS = ("newest", "oldest")
 
 Query = Mapping[str, Sequence[str]]
 
@@ -81,7 +83,7 @@ def _filter_fields(query: Query) -> dict[str, str]:
 
 def index(dashboard: Dashboard) -> Markup:
     rows = [
-        [link(f"/dead-letters/{r['queue']}", r["queue"]), r["dead_letters"]] for r in dashboard.queue_rows()
+        [link(f"dead-letters/{r['queue']}", r["queue"]), r["dead_letters"]] for r in dashboard.queue_rows()
     ]
     return table(["queue", "dead letters kept"], rows)
 
@@ -95,15 +97,21 @@ def _token_field() -> Markup:
 
 
 def listing(dashboard: Dashboard, queue: str, query: Query, *, actions: bool) -> Markup:
-    """The dead letters of ``queue`` that match the query's filters, oldest first, at most
-    ``limit`` (a ``start`` offset reaches later ones)."""
+    """The dead letters of ``queue`` that match the query's filters, at most ``limit``:
+    the newest first, or (``order=oldest``) the oldest first."""
     filters = filters_of(query)
     limit = _number(query, "limit") or DEFAULT_LIMIT
     if limit > MAX_LIMIT:
         raise bad_request(f"limit={limit}: at most {MAX_LIMIT}")
+    order = (query.get("order") or [ORDERS[0]])[0]
+    if order not in ORDERS:
+        raise bad_request(f"order={order!r}: must be one of {', '.join(ORDERS)}")
     pending = (query.get("pending") or [""])[0] == "1"
     with _reader(dashboard, queue) as reader:
-        found = list(show(reader, filters, limit=limit, pending_only=pending))
+        if order == "newest":
+            found = newest(reader, filters, limit=limit, pending_only=pending)
+        else:
+            found = list(show(reader, filters, limit=limit, pending_only=pending))
         topic = reader.topic
     fields = _filter_fields(query)
     inputs = "".join(
@@ -111,12 +119,16 @@ def listing(dashboard: Dashboard, queue: str, query: Query, *, actions: bool) ->
         for name, value in fields.items()
     )
     checked = " checked" if pending else ""
+    orders = "".join(
+        f'<option value="{o}"{" selected" if o == order else ""}>{o} first</option>' for o in ORDERS
+    )
     filter_form = form(
-        f"/dead-letters/{queue}",
+        f"dead-letters/{queue}",
         Markup(
             inputs
             + f'<label><input type="checkbox" name="pending" value="1"{checked}> not replayed yet</label> '
-            f'<label>limit <input name="limit" value="{limit}" size="5"></label> <button>filter</button>'
+            f'<label>limit <input name="limit" value="{limit}" size="5"></label> '
+            f'<select name="order">{orders}</select> <button>filter</button>'
         ),
         method="get",
     )
@@ -129,7 +141,7 @@ def listing(dashboard: Dashboard, queue: str, query: Query, *, actions: bool) ->
                 Markup(f'<input type="checkbox" name="pick" value="{pick}" form="picked">')
                 if actions
                 else "",
-                link(f"/dead-letters/{queue}/{pick}", pick),
+                link(f"dead-letters/{queue}/{pick}", pick),
                 shown["actor"] or "?",
                 shown["error_type"] or "",
                 Markup(f"<span class='text'>{escape((shown['error_message'] or '')[:200])}</span>"),
@@ -139,18 +151,18 @@ def listing(dashboard: Dashboard, queue: str, query: Query, *, actions: bool) ->
             ]
         )
     header = ["", "partition/offset", "actor", "error type", "error", "from", "dead-lettered", "status"]
-    body = f"<p>Topic {escape(topic)}: {len(found)} shown (at most {limit}).</p>{filter_form}"
+    body = f"<p>Topic {escape(topic)}: {len(found)} shown, {order} first (at most {limit}).</p>{filter_form}"
     body += table(header, rows)
     if actions:
         picked = form(
-            f"/dead-letters/{queue}/act",
+            f"dead-letters/{queue}/act",
             Markup(
                 _token_field() + '<button name="verb" value="replay">replay the selected</button> '
                 '<button name="verb" value="resolve">resolve the selected</button>'
             ),
         ).replace("<form ", '<form id="picked" ', 1)
         matching = form(
-            f"/dead-letters/{queue}/act",
+            f"dead-letters/{queue}/act",
             Markup(
                 hidden({**fields, "all": "1"})
                 + _token_field()
@@ -188,7 +200,7 @@ def record_page(
     body: str = table(["", ""], rows)
     if actions and not replayed:
         body += form(
-            f"/dead-letters/{queue}/act",
+            f"dead-letters/{queue}/act",
             Markup(
                 hidden({"pick": f"{partition}/{offset}"})
                 + _token_field()
@@ -278,7 +290,7 @@ def result_page(queue: str, result: ActionResult) -> Markup:
     )
     errors = "".join(f"<li>{escape(e)}</li>" for e in result.errors)
     css = "refused" if result.failed else "notice"
-    back = link(f"/dead-letters/{queue}", "back to the dead letters")
+    back = link(f"dead-letters/{queue}", "back to the dead letters")
     return Markup(
         f"<p class='{css}'>{escape(text)}</p>" + (f"<ul>{errors}</ul>" if errors else "") + f"<p>{back}</p>"
     )

@@ -52,14 +52,15 @@ def form(action: str, body: Markup, *, method: str = "post") -> Markup:
     return Markup(f'<form method="{method}" action="{html.escape(action)}">{body}</form>')
 
 
-def page(title: str, body: str, *, refresh: int | None) -> bytes:
+def page(title: str, body: str, *, refresh: int | None, base: str = "/") -> bytes:
     """A whole page; ``refresh`` seconds between reloads (``None``: none, for pages
-    with forms, which a reload would reset)."""
+    with forms, which a reload would reset).  Links are relative to ``base``, where
+    the dashboard is mounted (WSGI's ``SCRIPT_NAME``, ASGI's ``root_path``)."""
     reload = f"<meta http-equiv='refresh' content='{refresh}'>" if refresh else ""
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"{reload}<style>{STYLE}</style></head>"
-        "<body><nav><a href='/'>Overview</a><a href='/workers'>Workers</a>"
-        "<a href='/dead-letters'>Dead letters</a></nav>"
+        f"<!doctype html><html><head><meta charset='utf-8'><base href='{html.escape(base)}'>"
+        f"<title>{html.escape(title)}</title>{reload}<style>{STYLE}</style></head>"
+        "<body><nav><a href='./'>Overview</a><a href='workers'>Workers</a>"
+        "<a href='dead-letters'>Dead letters</a></nav>"
         f"<h1>{html.escape(title)}</h1>{body}</body></html>"
     ).encode()

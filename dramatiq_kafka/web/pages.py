@@ -29,12 +29,12 @@ def _rate(rates: tuple[float, float] | None, which: int) -> str:
 def overview(dashboard: Dashboard) -> Markup:
     rows = [
         [
-            link(f"/queue/{r['queue']}", r["queue"]),
+            link(f"queue/{r['queue']}", r["queue"]),
             r["partitions"],
             r["end"],
             r["lag"],
             r["paused"],
-            link(f"/dead-letters/{r['queue']}", r["dead_letters"]) if r["dead_letters"] else 0,
+            link(f"dead-letters/{r['queue']}", r["dead_letters"]) if r["dead_letters"] else 0,
             r["delayed"],
             _rate(r["rates"], 0),
             _rate(r["rates"], 1),
@@ -88,7 +88,7 @@ def queue(dashboard: Dashboard, name: str) -> Markup | None:
             ]
         )
     header = ["partition", "end", "committed", "lag", "owner", "in flight", "paused", "why"]
-    dead_letters = link(f"/dead-letters/{name}", "Dead letters")
+    dead_letters = link(f"dead-letters/{name}", "Dead letters")
     return Markup(
         table(header, rows)
         + trends(dashboard, name)
