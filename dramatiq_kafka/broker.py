@@ -34,6 +34,8 @@ from .queue_config import (
 )
 from .retry_policy import RetryPolicy
 from .services import BrokerServices
+from .share_consumer import ShareQueueConsumer
+from .share_group import ShareGroups, share_group_id
 from .signals import CachedSignals
 from .topics import topic_specs
 from .topology import DEFAULT_DEAD_LETTER, Topology
@@ -179,6 +181,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self.admin = TopicAdmin(self.client_config, group_id, timeout=request_timeout)
         self.dead_letters = DeadLetterWriter(self.producer, group_id)
         self.services = BrokerServices(self)
+        self.share_groups = ShareGroups(lambda: self.admin.admin, timeout=request_timeout)
 
         self.dispatch = DispatchOptions(
             dispatch_method=dispatch_method,
@@ -371,6 +374,11 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self._check_declared(queue_name)
         self.ensure_topics(queue_name)
         self.producer.start()  # as at process_boot, for a Worker started in-process
+        share_group = False if queue_name in self.delay_queues else self.queue_config(queue_name).share_group
+        if share_group is not False:
+            return self._share_consumer(
+                queue_name, share_group_id(share_group, self.group_id), prefetch, timeout
+            )
         options: dict[str, Any] = dict(
             queue_name=queue_name,
             topology=self.topology,
@@ -390,6 +398,22 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             self.ensure_topics(q_name(queue_name))
             return DelayConsumer(**options)
         return KafkaConsumer(prefetch=prefetch, services=self.services, **options)
+
+    def _share_consumer(self, queue_name: str, group_id: str, prefetch: int, timeout: int) -> Consumer:
+        settings = self.share_groups.settings(group_id)
+        return ShareQueueConsumer(
+            queue_name=queue_name,
+            topology=self.topology,
+            config=self.client_settings.share_consumer(group_id),
+            prefetch=prefetch,
+            timeout=timeout,
+            producer=self.producer,
+            dead_letters=self.dead_letters,
+            services=self.services,
+            lock_seconds=settings.lock_ms / 1000,
+            delivery_limit=settings.delivery_limit,
+            settle_timeout=self.dispatch.sync_timeout,
+        )
 
     # -- testing helpers -----------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .consumer_settings import member_client_id
+
 #: Settings librdkafka reads in consumers only (column C/P = C, global and topic level).
 CONSUMER_ONLY = frozenset(
     {
@@ -130,6 +132,11 @@ class ClientSettings:
         self.consumer = {**self.client, **consumer_only, **(consumer_config or {}), "group.id": group_id}
         self.producer = {**self.client, **producer_only, **(producer_config or {})}
         self._offset_reset_given = "auto.offset.reset" in (consumer_config or {})
+
+    def share_consumer(self, group_id: str) -> dict[str, Any]:
+        """A share consumer's settings: every client's, and the share group.  The
+        consumer group's settings do not apply (a share group's are its group config)."""
+        return {"client.id": member_client_id(), **self.client, "group.id": group_id}
 
     def consumer_starting(self, queue_start: str | None, broker_start: str) -> dict[str, Any]:
         """The consumers' settings for a queue: where a new group starts is the

@@ -104,6 +104,14 @@ class QueueConfig:
         a partition of this queue starts: ``"earliest"`` (every record
         kept, the default) or ``"latest"`` (only jobs sent from then on).
         ``None``: the broker's.  See ``docs/migration.md``.
+      share_group(bool | str): Consume the queue through a Kafka share group
+        (KIP-932, Kafka 4.2+) instead of the workers' consumer group: every
+        worker fetches from every partition and each record is acknowledged by
+        itself, so the queue's parallelism is not capped by its partitions and a
+        failing job holds nothing up; no order, even by ``partition_key``.
+        ``True``: the share group ``{group_id}.share``; a string names the group.
+        Retries are always sent again with their backoff (as ``retry_mode=
+        "requeue"``).  See ``docs/share-groups.md``.
       dispatch_method, dispatch_many_method, sync_timeout, partition_key:
         Defaults of the actor options of the same names for the queue's
         actors (``None``: the broker's).
@@ -123,6 +131,7 @@ class QueueConfig:
     dispatch_many_method: str | None = None
     sync_timeout: float | None = None
     partition_key: PartitionKey | None = None
+    share_group: bool | str = False
 
     def __post_init__(self) -> None:
         if self.partitions is not None and not _is_int(self.partitions, 1):
@@ -146,6 +155,7 @@ class QueueConfig:
             )
         if not isinstance(self.ordered, bool):
             raise ConfigurationError(f"QueueConfig(ordered={self.ordered!r}): must be True or False")
+        _check_share_group(self)
         if self.retry_mode not in RETRY_MODES:
             allowed = ", ".join(map(repr, RETRY_MODES))
             raise ConfigurationError(f"QueueConfig(retry_mode={self.retry_mode!r}): must be one of {allowed}")
@@ -172,6 +182,20 @@ class QueueConfig:
                 raise ConfigurationError(
                     f"QueueConfig({name}={value!r}): must be a number of milliseconds >= 0"
                 )
+
+
+def _check_share_group(config: QueueConfig) -> None:
+    share_group = config.share_group
+    if not isinstance(share_group, bool | str) or (isinstance(share_group, str) and not share_group.strip()):
+        raise ConfigurationError(
+            f"QueueConfig(share_group={share_group!r}): must be True, False or the share group's id"
+        )
+    if share_group is not False and config.ordered:
+        raise ConfigurationError(
+            f"QueueConfig(share_group={share_group!r}, ordered=True): a share group hands the records of "
+            "one partition to many workers at once, so it cannot keep them in order. Drop ordered=True, "
+            "or consume the queue through the consumer group (share_group=False)."
+        )
 
 
 def _is_int(value: Any, least: int) -> bool:

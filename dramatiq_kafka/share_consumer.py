@@ -1,0 +1,556 @@
+"""The Dramatiq consumer of a queue consumed through a Kafka share group (KIP-932).
+
+Every worker process of a share queue fetches from every partition: Kafka lends each
+record to one consumer at a time and counts its deliveries.  A record is acknowledged by
+itself once its job is over: ACCEPT after the job succeeded (and Kafka has what it
+enqueued), after its retry's copy was sent, or after its dead letter was written;
+RELEASE (or a copy, see ``share_records.py``) for what was fetched and never started.
+Retries are always copies sent through the delay topic with the backoff (the record's
+lock is too short to hold it for a backoff, and a RELEASE comes back at once).
+
+confluent-kafka's ``ShareConsumer`` is not thread-safe: only the thread iterating this
+consumer (Dramatiq's ``ConsumerThread``), and ``close`` once that thread is gone, call
+it.  Worker threads and delivery reports only decide acknowledgements, which that thread
+hands to Kafka.  What may start, be given back or dead-lettered is decided by the
+Kafka-free :class:`~dramatiq_kafka.share_records.ShareRecords`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import AcknowledgeType, KafkaException
+from confluent_kafka import Message as KafkaRecord
+from confluent_kafka import ShareConsumer as ConfluentShareConsumer
+from dramatiq.broker import Consumer, MessageProxy
+from dramatiq.errors import DecodeError
+from dramatiq.logging import get_logger
+from dramatiq.message import Message
+
+from .client_log import with_log
+from .dead_letters import DeadLetterWriter
+from .errors import DeliveryError
+from .events import EVENTS
+from .outcomes import Outcome, ToDeadLetters, decide, is_failure
+from .partitions import KafkaMessageProxy
+from .producer import KafkaProducer
+from .services import QueueServices
+from .share_records import Acknowledge, Delivery, DeliveryState, ShareRecords, Verdict
+from .topology import Topology
+from .wire import decode_message, headers_of
+
+__all__ = ["ShareMessageProxy", "ShareQueueConsumer"]
+
+#: Seconds between two tries of a write Kafka refused (a dead letter, a copy).
+WRITE_BACKOFF = 1.0
+#: Seconds between two sends of acknowledgements while a batch is in progress; a poll
+#: sends them otherwise.
+ACKNOWLEDGE_EVERY = 0.05
+#: The longest wait for a job's end before the consumer looks again.
+WAIT_SLICE = 0.1
+KAFKA_ACKNOWLEDGEMENTS = {
+    Acknowledge.ACCEPT: AcknowledgeType.ACCEPT,
+    Acknowledge.RELEASE: AcknowledgeType.RELEASE,
+}
+
+
+class ShareMessageProxy(KafkaMessageProxy):
+    """A message of a share queue together with the record it was read from.
+
+    Attributes:
+      delivery(Delivery): This delivery of the record (Kafka's delivery count is
+        ``delivery.count``).
+    """
+
+    def __init__(self, message: Message[Any], record: KafkaRecord, delivery: Delivery, consumer: Any) -> None:
+        MessageProxy.__init__(self, message)
+        self.__dict__.update(vars(message))
+        self.record = record
+        self.cancelled = False
+        self.outcome: Outcome | None = None
+        self.delivery = delivery
+        self._consumer = consumer
+
+    def again(self) -> KafkaMessageProxy:
+        return ShareMessageProxy(self._message, self.record, self.delivery, self._consumer)
+
+    @property
+    def failures(self) -> int:
+        return self.delivery.failures
+
+    @property
+    def delivery_count(self) -> int:
+        """How many times Kafka delivered this record, this time included."""
+        return self.delivery.count
+
+    @property
+    def partition_revoked(self) -> bool:
+        # A share group takes no partition away: a record is lent, not a partition.
+        return False
+
+    @property
+    def partition_owned(self) -> bool:
+        return True
+
+
+class ShareQueueConsumer(Consumer):
+    """Consumes one queue's topic as a member of a share group.
+
+    Parameters:
+      queue_name(str): The Dramatiq queue.
+      topology(Topology): The broker's queues (topics, retry policies, refusals).
+      config(dict): The share consumer's librdkafka settings (``group.id`` set).
+      prefetch(int): The most jobs running at once.
+      timeout(int): Milliseconds ``__next__`` waits before returning ``None``.
+      producer(KafkaProducer): The process's producer: retries' copies, the jobs'
+        own sends (a job is finished only once Kafka has them).
+      dead_letters(DeadLetterWriter): Writes records that fail for good or cannot
+        be decoded.
+      services(QueueServices): Sends a failed job again and hears of dead letters.
+      lock_seconds(float): The share group's record lock.
+      delivery_limit(int): The share group's ``share.delivery.count.limit``.
+      settle_timeout(float): Seconds ``close`` waits for running jobs' ends and
+        writes still in flight.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_name: str,
+        topology: Topology,
+        config: dict[str, Any],
+        prefetch: int,
+        timeout: int,
+        producer: KafkaProducer,
+        dead_letters: DeadLetterWriter,
+        services: QueueServices,
+        lock_seconds: float,
+        delivery_limit: int,
+        settle_timeout: float = 10.0,
+    ) -> None:
+        self.logger = get_logger(__name__, f"{type(self).__name__}({queue_name})")
+        self.queue_name = queue_name
+        self.topology = topology
+        self.topic = topology.topic_name(queue_name)
+        self.dead_letter_topic = topology.topics(queue_name).dead_letters
+        self.timeout = timeout / 1000
+        self.producer = producer
+        self.dead_letters = dead_letters
+        self.services = services
+        self.settle_timeout = settle_timeout
+        self.group_id = str(config["group.id"])
+        self.records = ShareRecords(limit=prefetch, lock_seconds=lock_seconds, delivery_limit=delivery_limit)
+        self.lock = threading.Condition()
+        self._later: list[tuple[float, Callable[[], None]]] = []
+        self._acknowledged_at = 0.0
+        self.closed = False
+        settings = {**config, "max.poll.records": max(prefetch, 1), "share.acknowledgement.mode": "explicit"}
+        self.client = ConfluentShareConsumer(with_log(settings, self.logger))
+        self.client.subscribe([self.topic])
+
+    # -- the iterator (the consumer's own thread) ---------------------------------------------------
+
+    def __next__(self) -> MessageProxy | None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            now = time.monotonic()
+            self._run_due_writes(now)
+            proxy = self._next_job(now)
+            if proxy is not None:
+                return proxy
+            with self.lock:
+                # All decided: no acknowledgement can come before the next poll.
+                decided = all(d.state is DeliveryState.ACKNOWLEDGED for d in self.records.batch)
+            self._hand_over(now, commit=not decided)
+            if decided:
+                if self._poll(max(0.0, min(deadline - now, 0.5))):
+                    continue
+            else:
+                self._warn_overdue(now)
+                with self.lock:
+                    self.lock.wait(max(0.0, min(WAIT_SLICE, deadline - now)))
+            if time.monotonic() >= deadline:
+                return None
+
+    def _next_job(self, now: float) -> MessageProxy | None:
+        """The next record that may run, carrying out the fate of those that may not."""
+        while True:
+            with self.lock:
+                found = self.records.next(now)
+            if found is None:
+                return None
+            delivery, verdict = found
+            if verdict is Verdict.RUN:
+                proxy = self._job_of(delivery)
+                if proxy is not None:
+                    return proxy
+            elif verdict is Verdict.COPY:
+                self._copy(delivery)
+            elif verdict is Verdict.DEAD_LETTER:
+                self.logger.error(
+                    "Record %s/%d@%d was delivered %d times without being acknowledged (the share "
+                    "group's share.delivery.count.limit): the workers running it were killed, or it "
+                    "ran past its record lock each time. Moving it to %r unrun; one more delivery "
+                    "would let Kafka drop it.",
+                    self.topic,
+                    delivery.partition,
+                    delivery.offset,
+                    delivery.count,
+                    self.dead_letter_topic,
+                )
+                reason = f"delivered {delivery.count} times without an acknowledgement"
+                self._dead_letter(delivery, message_id="", attempts=delivery.count, error=None, reason=reason)
+
+    def _job_of(self, delivery: Delivery) -> ShareMessageProxy | None:
+        record: KafkaRecord = delivery.record
+        try:
+            message = decode_message(record.value(), self.queue_name)
+            refusal = self.topology.refusal(message)
+            if refusal is not None:
+                raise DecodeError(refusal, record.value(), None)
+        except DecodeError as e:
+            with self.lock:
+                self.records.ended(delivery)
+            self.logger.error(
+                "Record %s/%d@%d is no job (%s); moving it to %r.",
+                self.topic,
+                delivery.partition,
+                delivery.offset,
+                e,
+                self.dead_letter_topic,
+            )
+            self._dead_letter(delivery, message_id="", attempts=0, error=e, reason=None)
+            return None
+        delivery.failures = int(message.options.get("retries", 0) or 0)
+        return ShareMessageProxy(message, record, delivery, self)
+
+    def _poll(self, timeout: float) -> bool:
+        """Fetch the next batch (which also sends the last one's acknowledgements)."""
+        try:
+            polled = self.client.poll(timeout)
+        except KafkaException as e:
+            self.logger.warning("Fetching %r failed: %s", self.topic, e)
+            return False
+        now = time.monotonic()
+        deliveries = []
+        for record in polled:
+            error = record.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                self.logger.debug("Fetching %r: %s", self.topic, error)
+                continue
+            count = record.delivery_count() or 1
+            deliveries.append(Delivery(record.partition() or 0, record.offset() or 0, count, now, record))
+        with self.lock:
+            self.records.fetched(deliveries)
+        self._acknowledged_at = now
+        return bool(deliveries)
+
+    def _hand_over(self, now: float, *, commit: bool) -> None:
+        """Give Kafka the acknowledgements decided since the last call; while a batch
+        is in progress, send them now (``commit``) rather than at the next poll, so that
+        a crash runs as few finished jobs again as can be."""
+        with self.lock:
+            outgoing = self.records.take_outgoing()
+        for delivery, acknowledge in outgoing:
+            try:
+                self.client.acknowledge(delivery.record, KAFKA_ACKNOWLEDGEMENTS[acknowledge])
+            except KafkaException as e:
+                self.logger.warning("Could not acknowledge %s: %s", delivery, e)
+        if commit and outgoing and now - self._acknowledged_at >= ACKNOWLEDGE_EVERY:
+            self._acknowledged_at = now
+            try:
+                self.client.commit_async()
+            except KafkaException as e:
+                self.logger.warning("Could not send the acknowledgements of %r: %s", self.topic, e)
+
+    def _warn_overdue(self, now: float) -> None:
+        with self.lock:
+            overdue = self.records.overdue(now)
+        for delivery in overdue:
+            self.logger.warning(
+                "Record %s/%d@%d has run for %.0fs, past its record lock (%.0f ms): Kafka delivers it "
+                "again to a consumer of share group %r, which runs it too (delivery %d; at %d "
+                "it is dead-lettered). Raise the group's share.record.lock.duration.ms for jobs "
+                "this long (docs/share-groups.md).",
+                self.topic,
+                delivery.partition,
+                delivery.offset,
+                now - delivery.acquired,
+                self.records.lock_seconds * 1000,
+                self.group_id,
+                delivery.count + 1,
+                self.records.delivery_limit,
+            )
+
+    def _run_due_writes(self, now: float) -> None:
+        with self.lock:
+            due = [write for at, write in self._later if at <= now]
+            self._later = [(at, write) for at, write in self._later if at > now]
+        for write in due:
+            write()
+
+    def _later_again(self, write: Callable[[], None]) -> None:
+        with self.lock:
+            self._later.append((time.monotonic() + WRITE_BACKOFF, write))
+            self.lock.notify_all()
+
+    # -- the ends of jobs (worker threads, delivery reports) ---------------------------------------
+
+    def ack(self, message: MessageProxy) -> None:
+        assert isinstance(message, ShareMessageProxy)
+        self._end_job(message, rejected=False)
+
+    def nack(self, message: MessageProxy) -> None:
+        assert isinstance(message, ShareMessageProxy)
+        self._end_job(message, rejected=True)
+
+    def _end_job(self, message: ShareMessageProxy, *, rejected: bool) -> None:
+        delivery = message.delivery
+        sends = self.producer.take_thread_sends()
+        with self.lock:
+            if delivery.state is not DeliveryState.RUNNING:
+                return
+            self.records.ended(delivery)
+            self.lock.notify_all()
+        error: BaseException | None = getattr(message, "_exception", None)
+        try:
+            if rejected:
+                outcome, message.outcome = message.outcome, None
+                exhausted = isinstance(outcome, ToDeadLetters) and outcome.exhausted
+                reason = outcome.reason if isinstance(outcome, ToDeadLetters) else None
+                self._give_up(message, error, exhausted=exhausted, reason=reason)
+            elif error is not None:
+                self._failed(message, error)
+            elif sends is not None and sends.pending:
+                sends.when_settled(lambda delivered: self._sends_settled(message, sends.failed, delivered))
+            elif sends is not None and sends.failed:
+                self._sends_settled(message, sends.failed, delivered=False)
+            else:
+                self._accept(delivery)
+        except Exception:
+            self.logger.exception("Settling %s failed; giving its record back to Kafka.", message.message_id)
+            self._give_back(delivery)
+
+    def _sends_settled(self, message: ShareMessageProxy, failed: int, delivered: bool) -> None:
+        if delivered:
+            self._accept(message.delivery)
+        else:
+            self._failed(
+                message,
+                DeliveryError(f"{failed} message(s) {message.message_id} enqueued were not delivered"),
+            )
+
+    def _accept(self, delivery: Delivery) -> None:
+        with self.lock:
+            self.records.acknowledge(delivery, Acknowledge.ACCEPT)
+            self.lock.notify_all()
+
+    def _give_back(self, delivery: Delivery) -> None:
+        """A record that did not run to its end here: RELEASE it while its delivery
+        count allows, else copy it to the queue."""
+        with self.lock:
+            verdict = self.records.give_back(delivery)
+            self.lock.notify_all()
+        if verdict is Verdict.COPY:
+            self._copy(delivery)
+
+    def decide(self, message: KafkaMessageProxy, error: BaseException) -> Outcome | None:
+        """Count a failed run of ``message`` and decide what becomes of it (asked by the
+        retries middleware, or else by the ack)."""
+        assert isinstance(message, ShareMessageProxy)
+        if message.outcome is not None:
+            return message.outcome
+        delivery = message.delivery
+        if is_failure(error):
+            delivery.failures += 1
+        outcome = decide(
+            self.topology.retry_policy(message),
+            error,
+            failures=delivery.failures,
+            failures_in_a_row=delivery.failures,
+            shared_budget=False,
+            requeue=True,
+        )
+        message.options["retries"] = delivery.failures
+        message.options["traceback"] = "".join(traceback.format_exception(error, limit=30))
+        if not isinstance(outcome, ToDeadLetters):
+            message.options["requeue_timestamp"] = int(time.time() * 1000)
+        message.outcome = outcome
+        return outcome
+
+    def _failed(self, message: ShareMessageProxy, error: BaseException) -> None:
+        outcome = self.decide(message, error)
+        message.outcome = None
+        if isinstance(outcome, ToDeadLetters):
+            self._give_up(message, error, exhausted=outcome.exhausted, reason=outcome.reason)
+            return
+        assert outcome is not None
+        delay = outcome.delay
+        try:
+            self.services.requeue(message, delay)
+        except Exception as e:
+            self.producer.take_thread_sends()
+            self.logger.error("Could not send %s again (%s); giving its record back to Kafka.", message, e)
+            self._give_back(message.delivery)
+            return
+        sends = self.producer.take_thread_sends()
+        EVENTS.retried(self.queue_name)
+        self.logger.warning(
+            "%s failed (%s: %s); sent again to run in %.1fs (attempt %d).",
+            message,
+            type(error).__name__,
+            error,
+            delay / 1000,
+            message.delivery.failures + 1,
+        )
+
+        def settled(delivered: bool) -> None:
+            if delivered:
+                self._accept(message.delivery)
+            else:
+                self.logger.error(
+                    "The retry of %s was not delivered; giving its record back to Kafka.", message
+                )
+                self._give_back(message.delivery)
+
+        if sends is None:
+            self._accept(message.delivery)
+        else:
+            sends.when_settled(settled)
+
+    def _give_up(
+        self, message: ShareMessageProxy, error: BaseException | None, *, exhausted: bool, reason: str | None
+    ) -> None:
+        delivery = message.delivery
+        self.logger.error(
+            "%s failed %d time(s)%s; moving it to %r.",
+            message,
+            max(delivery.failures, 1),
+            f" ({reason})" if reason else "",
+            self.dead_letter_topic,
+        )
+        self._dead_letter(
+            delivery,
+            message_id=message.message_id,
+            attempts=max(delivery.failures, 1),
+            error=error,
+            reason=reason,
+        )
+        try:
+            self.services.dead_lettered(message, exhausted)
+        except Exception:
+            self.logger.exception("The dead-letter hooks of message %s failed.", message.message_id)
+
+    def _dead_letter(
+        self,
+        delivery: Delivery,
+        *,
+        message_id: str,
+        attempts: int,
+        error: BaseException | None,
+        reason: str | None,
+    ) -> None:
+        """Write the record to the dead letters; ACCEPT it once Kafka has the dead letter."""
+        headers = self.dead_letters.headers(delivery.record, attempts=attempts, error=error, reason=reason)
+        label = message_id or f"{self.topic}/{delivery.partition}@{delivery.offset}"
+
+        def write() -> None:
+            if self.closed:
+                return
+            try:
+                self.dead_letters.write(
+                    self.dead_letter_topic, delivery.record, headers, message_id=label, on_done=done
+                )
+            except Exception as e:
+                done(e)
+
+        def done(failure: object | None) -> None:
+            if failure is None:
+                EVENTS.dead_lettered(self.queue_name, self.dead_letter_topic)
+                self._accept(delivery)
+            else:
+                self.logger.error("Could not dead-letter %s (%s); trying again.", label, failure)
+                self._later_again(write)
+
+        write()
+
+    def _copy(self, delivery: Delivery) -> None:
+        """Send the record again to the queue's topic as it is (a new record, delivered
+        afresh); ACCEPT the original once Kafka has the copy."""
+        record: KafkaRecord = delivery.record
+        label = f"{self.topic}/{delivery.partition}@{delivery.offset}"
+
+        def write() -> None:
+            if self.closed:
+                return
+            try:
+                self.producer.send(
+                    self.topic,
+                    record.value(),
+                    message_id=label,
+                    key=record.key(),
+                    headers=headers_of(record),
+                    on_delivery=done,
+                    retried_by_caller=True,
+                )
+            except Exception as e:
+                done(e)
+
+        def done(failure: object | None) -> None:
+            if failure is None:
+                self._accept(delivery)
+            else:
+                self.logger.error("Could not copy %s back to its queue (%s); trying again.", label, failure)
+                self._later_again(write)
+
+        write()
+
+    # -- shutting down -------------------------------------------------------------------------------
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Messages handed to the worker and never started (it is stopping): given back."""
+        for message in messages:
+            if isinstance(message, ShareMessageProxy):
+                self._give_back(message.delivery)
+
+    def close(self) -> None:
+        """Give back what was fetched and not started, wait for the running jobs'
+        acknowledgements (``settle_timeout``), hand them to Kafka and leave the group."""
+        if self.closed:
+            return
+        with self.lock:
+            self.records.close()
+        deadline = time.monotonic() + self.settle_timeout
+        while True:
+            now = time.monotonic()
+            self._run_due_writes(now)
+            self._next_job(now)  # gives back every waiting record
+            self._hand_over(now, commit=False)
+            with self.lock:
+                unsettled = self.records.unsettled
+                if not unsettled and not self.records.outgoing:
+                    break
+                if now >= deadline:
+                    break
+                self.lock.wait(WAIT_SLICE)
+        if unsettled:
+            self.logger.warning(
+                "Closing %r with %d job(s) unsettled: Kafka delivers their records again after their lock.",
+                self.topic,
+                unsettled,
+            )
+        self.closed = True
+        try:
+            self.client.commit_sync(self.settle_timeout)
+        except KafkaException as e:
+            self.logger.warning("Could not send the last acknowledgements of %r: %s", self.topic, e)
+        try:
+            self.client.close()
+        except KafkaException as e:
+            self.logger.warning("Closing the share consumer of %r: %s", self.topic, e)
