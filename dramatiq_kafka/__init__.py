@@ -23,7 +23,7 @@ from .errors import (
 )
 from .middleware.context import CurrentContext, InvalidContext
 from .middleware.revocation import current_message, revoked
-from .partitions import KafkaMessageProxy
+from .partitions import KafkaMessageProxy, ShareMessageProxy
 from .queue_config import DeadLetter, QueueConfig
 from .tracecontext import TraceContext
 
@@ -48,6 +48,7 @@ __all__ = [
     "KafkaMessageProxy",
     "QueueConfig",
     "RequestRefused",
+    "ShareMessageProxy",
     "TLSHandshakeError",
     "TraceContext",
     "current_message",

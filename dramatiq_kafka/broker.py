@@ -21,7 +21,7 @@ from .dead_letters import DeadLetterWriter
 from .delay_consumer import DelayConsumer
 from .delays import TIERS, as_sent, delay_partition
 from .deliveries import OutgoingRecord
-from .errors import JobFailure
+from .errors import JobFailure, KafkaBrokerError
 from .members import GroupMembers
 from .middleware import BootCheck, DispatchOptions, PartitionRetries, RecordHeaders, Revocation
 from .middleware.boot import check_not_gevent
@@ -431,8 +431,15 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         Raises:
           QueueJoinTimeout: When the timeout elapses.
           QueueNotFound: When the queue was never declared.
+          KafkaBrokerError: When the queue is consumed through a share group.
         """
         self._check_declared(queue_name)
+        if self.queue_config(queue_name).share_group is not False:
+            raise KafkaBrokerError(
+                f"join({queue_name!r}): the queue is consumed through a share group, whose progress "
+                "this client cannot read (confluent-kafka has no admin call for share groups' "
+                "offsets). Wait for what the jobs do instead (a result, a counter)."
+            )
         deadline = None if timeout is None else time.monotonic() + timeout / 1000
         should_fail_fast = self.fail_fast_default if fail_fast is None else fail_fast
         self.flush_producer()

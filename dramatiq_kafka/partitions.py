@@ -1,4 +1,5 @@
-"""The messages a consumer hands to Dramatiq's worker, and what they know of their partition."""
+"""The messages a consumer hands to Dramatiq's worker, and what they know of their record:
+:class:`KafkaMessageProxy` (the consumer group), :class:`ShareMessageProxy` (a share group)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dramatiq.message import Message
 
 from .outcomes import Outcome
 from .partition_state import Job
+from .share_records import Delivery
 
 
 class KafkaMessageProxy(MessageProxy):
@@ -73,3 +75,42 @@ class KafkaMessageProxy(MessageProxy):
         """Whether the partition is still this worker's: false once a
         revocation's grace is over (its new owner runs the record)."""
         return self._job.schedule.owned
+
+
+class ShareMessageProxy(KafkaMessageProxy):
+    """A message of a share queue together with the record it was read from.
+
+    Attributes:
+      delivery(Delivery): This delivery of the record (Kafka's delivery count is
+        ``delivery.count``).
+    """
+
+    def __init__(self, message: Message[Any], record: KafkaRecord, delivery: Delivery, consumer: Any) -> None:
+        MessageProxy.__init__(self, message)
+        self.__dict__.update(vars(message))
+        self.record = record
+        self.cancelled = False
+        self.outcome: Outcome | None = None
+        self.delivery = delivery
+        self._consumer = consumer
+
+    def again(self) -> KafkaMessageProxy:
+        return ShareMessageProxy(self._message, self.record, self.delivery, self._consumer)
+
+    @property
+    def failures(self) -> int:
+        return self.delivery.failures
+
+    @property
+    def delivery_count(self) -> int:
+        """How many times Kafka delivered this record, this time included."""
+        return self.delivery.count
+
+    @property
+    def partition_revoked(self) -> bool:
+        # A share group takes no partition away: a record is lent, not a partition.
+        return False
+
+    @property
+    def partition_owned(self) -> bool:
+        return True

@@ -165,13 +165,14 @@ class ShareRecords:
                 verdict = Verdict.RUN
             else:
                 return None
+            if verdict is Verdict.RELEASE:
+                self.acknowledge(delivery, Acknowledge.RELEASE)  # out of the waiting ones too
+                return delivery, verdict
             self.waiting.popleft()
             if verdict is Verdict.RUN:
                 delivery.state = DeliveryState.RUNNING
                 delivery.runs += 1
                 self.running += 1
-            elif verdict is Verdict.RELEASE:
-                self.acknowledge(delivery, Acknowledge.RELEASE)
             else:
                 delivery.state = DeliveryState.SETTLING
             return delivery, verdict

@@ -12,6 +12,7 @@ the worker's memory, so that a test can count executions after a
   APP_MIN_BACKOFF                   the queue's first retry wait (ms)
   APP_CLIENT_CONFIG                 librdkafka settings of every client (JSON: SASL...)
   APP_TIME_LIMIT                    the ``chaotic`` actor's time limit (ms)
+  APP_SHARE_GROUP                   "1": the queue is consumed through a share group
 
 A ledger line is ``event job_id partition offset unix_time``.
 """
@@ -37,6 +38,7 @@ broker = KafkaBroker(
         QUEUE: QueueConfig(
             partitions=int(os.environ.get("APP_PARTITIONS", "12")),
             min_backoff=int(os.environ.get("APP_MIN_BACKOFF", "1000")),
+            share_group=os.environ.get("APP_SHARE_GROUP") == "1",
         )
     },
     config=json.loads(os.environ.get("APP_CLIENT_CONFIG", "{}")),

@@ -143,11 +143,18 @@ class DeadLetterWriter:
         self.group_id = group_id
 
     def headers(
-        self, record: KafkaRecord, *, attempts: int, error: BaseException | None, reason: str | None
+        self,
+        record: KafkaRecord,
+        *,
+        attempts: int,
+        error: BaseException | None,
+        reason: str | None,
+        group_id: str | None = None,
     ) -> Headers:
-        """The dead letter's headers (see :func:`dead_letter_headers`)."""
+        """The dead letter's headers (see :func:`dead_letter_headers`); ``group_id``: the
+        group that gave up on it, when not the workers' consumer group (a share group)."""
         return dead_letter_headers(
-            record, group_id=self.group_id, attempts=attempts, error=error, reason=reason
+            record, group_id=group_id or self.group_id, attempts=attempts, error=error, reason=reason
         )
 
     def write(

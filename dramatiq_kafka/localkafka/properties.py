@@ -45,6 +45,9 @@ SINGLE_NODE_PROPERTIES: dict[str, str] = {
     "share.coordinator.state.topic.replication.factor": "1",
     "share.coordinator.state.topic.min.isr": "1",
     "group.initial.rebalance.delay.ms": "0",
+    # Lets a share group lend records for as little as a second (default minimum 15 s), so
+    # that tests of jobs outliving their lock take seconds.
+    "group.share.min.record.lock.duration.ms": "1000",
     "num.network.threads": "2",
     "num.io.threads": "4",
     "num.recovery.threads.per.data.dir": "1",

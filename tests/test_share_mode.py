@@ -1,0 +1,130 @@
+"""Share mode on a real Kafka with an in-process worker: what a share queue refuses, the
+attempt number a job sees, a job that outlives its record lock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+from dramatiq import Worker
+from dramatiq.middleware import CurrentMessage
+
+from dramatiq_kafka import ConfigurationError, DeadLetter, KafkaBroker, KafkaBrokerError, QueueConfig
+from dramatiq_kafka.dead_letters.headers import ERROR_MESSAGE, SOURCE_CONSUMER_GROUP
+from dramatiq_kafka.localkafka.settings import KAFKA_VERSION
+
+from .helpers import read_topic, set_group_config, wait_for
+
+
+def test_a_share_queue_refuses_order_and_bad_values() -> None:
+    with pytest.raises(ConfigurationError) as found:
+        QueueConfig(share_group=True, ordered=True)
+    assert str(found.value).startswith(
+        "QueueConfig(share_group=True, ordered=True): a share group hands the records of one partition "
+        "to many workers at once, so it cannot keep them in order."
+    )
+    for bad in ("", " ", 1, None):
+        with pytest.raises(ConfigurationError, match=r"must be True, False or the share group's id"):
+            QueueConfig(share_group=bad)  # type: ignore[arg-type]
+    assert QueueConfig(share_group="reports").share_group == "reports"
+
+
+def test_join_says_why_it_cannot_wait_for_a_share_queue() -> None:
+    broker = KafkaBroker(queues={"work": QueueConfig(share_group=True)}, status_interval=None)
+    broker.declare_queue("work")
+    with pytest.raises(
+        KafkaBrokerError, match=r"join\('work'\): the queue is consumed through a share group"
+    ):
+        broker.join("work")
+    broker.close()
+
+
+@pytest.fixture
+def share_broker(kafka_bootstrap: str, unique_name: str) -> Iterator[KafkaBroker]:
+    if tuple(int(n) for n in KAFKA_VERSION.split(".")[:2]) < (4, 2):
+        pytest.skip("share groups need Kafka 4.2 or later")
+    broker = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"g-{unique_name}",
+        topic_prefix=f"{unique_name}.",
+        queues={
+            "work": QueueConfig(
+                partitions=1, share_group=True, min_backoff=100, dead_letter=DeadLetter(max_retries=3)
+            )
+        },
+        status_interval=None,
+    )
+    broker.add_middleware(CurrentMessage())
+    dramatiq.set_broker(broker)
+    yield broker
+    broker.close()
+
+
+def run(broker: KafkaBroker, until: object, timeout: float = 60) -> None:
+    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        wait_for(until, timeout, 0.1)
+    finally:
+        worker.stop()
+
+
+def kept(broker: KafkaBroker, topic: str) -> int:
+    return sum(high - low for low, high in broker.admin.watermarks(topic).values())
+
+
+def test_a_retried_job_sees_its_attempt_and_the_delivery_count(share_broker: KafkaBroker) -> None:
+    seen: list[tuple[int, int]] = []
+
+    @dramatiq.actor(queue_name="work")
+    def flaky() -> None:
+        message = CurrentMessage.get_current_message()
+        assert message is not None
+        seen.append((message.options.get("retries", 0), message.delivery_count))  # type: ignore[attr-defined]
+        if len(seen) < 3:
+            raise ValueError("not yet")
+
+    flaky.send()
+    run(share_broker, lambda: len(seen) == 3)
+    # Each retry is a new record (sent again with its backoff): delivered once, attempt n.
+    assert seen == [(0, 1), (1, 1), (2, 1)]
+
+
+def test_a_job_that_outlives_its_record_lock(
+    share_broker: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Logged when its lock runs out; Kafka delivers it again; at the delivery limit the
+    record goes to the dead letters unrun instead of being dropped by Kafka."""
+    group = f"{share_broker.group_id}.share"
+    set_group_config(
+        share_broker.bootstrap_servers,
+        group,
+        {"share.record.lock.duration.ms": "1000", "share.delivery.count.limit": "3"},
+    )
+    runs: list[float] = []
+    lock = threading.Lock()
+
+    @dramatiq.actor(queue_name="work")
+    def slow() -> None:
+        with lock:
+            runs.append(time.monotonic())
+        time.sleep(1.5)
+
+    slow.send()
+    dead_letter_topic = share_broker.dead_letter_topic("work")
+    with caplog.at_level(logging.INFO):
+        run(share_broker, lambda: kept(share_broker, dead_letter_topic) > 0, timeout=40)
+    dead = read_topic(share_broker.bootstrap_servers, dead_letter_topic, count=1)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"Share group {group!r}: records are lent for 1000 ms" in logged
+    assert "delivered at most 3 times" in logged
+    assert "past its record lock (1000 ms): Kafka delivers it again to a consumer of share group" in logged
+    assert "delivered 3 times without being acknowledged" in logged
+    assert len(runs) == 2  # deliveries 1 and 2 ran; the third went to the dead letters unrun
+    headers = dead[0].headers
+    assert headers[ERROR_MESSAGE] == b"delivered 3 times without an acknowledgement"
+    assert headers[SOURCE_CONSUMER_GROUP] == group.encode()
