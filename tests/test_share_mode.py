@@ -3,17 +3,26 @@ attempt number a job sees, a job that outlives its record lock."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import dramatiq
 import pytest
 from dramatiq import Worker
 from dramatiq.middleware import CurrentMessage
 
-from dramatiq_kafka import ConfigurationError, DeadLetter, KafkaBroker, KafkaBrokerError, QueueConfig
+from dramatiq_kafka import (
+    ConfigurationError,
+    CurrentContext,
+    DeadLetter,
+    KafkaBroker,
+    KafkaBrokerError,
+    QueueConfig,
+)
 from dramatiq_kafka.dead_letters.headers import ERROR_MESSAGE, SOURCE_CONSUMER_GROUP
 from dramatiq_kafka.localkafka.settings import KAFKA_VERSION
 
@@ -128,3 +137,33 @@ def test_a_job_that_outlives_its_record_lock(
     headers = dead[0].headers
     assert headers[ERROR_MESSAGE] == b"delivered 3 times without an acknowledgement"
     assert headers[SOURCE_CONSUMER_GROUP] == group.encode()
+
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("share_request_id", default=None)
+
+
+def test_context_delays_and_on_retry_exhausted_work_as_in_the_default_mode(share_broker: KafkaBroker) -> None:
+    share_broker.add_middleware(CurrentContext(request_id))
+    seen: dict[str, Any] = {}
+
+    @dramatiq.actor(queue_name="work")
+    def later() -> None:
+        seen["later"] = (request_id.get(), time.time())
+
+    @dramatiq.actor(queue_name="work")
+    def exhausted(message: dict[str, Any], retries: dict[str, Any]) -> None:
+        seen["exhausted"] = (message["message_id"], retries)
+
+    @dramatiq.actor(queue_name="work", max_retries=1, on_retry_exhausted="exhausted")
+    def doomed() -> None:
+        raise RuntimeError("always")
+
+    token = request_id.set("req-7")
+    sent_at = time.time()
+    later.send_with_options(delay=1500)
+    message = doomed.send()
+    request_id.reset(token)
+    run(share_broker, lambda: "later" in seen and "exhausted" in seen)
+    context, ran_at = seen["later"]
+    assert context == "req-7" and ran_at - sent_at >= 1.5
+    assert seen["exhausted"] == (message.message_id, {"retries": 1, "max_retries": 1})
