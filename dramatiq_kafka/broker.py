@@ -365,7 +365,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
     # -- consuming -----------------------------------------------------------------------------------
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 1000) -> Consumer:
-        """Join the workers' group on a queue's topic.
+        """Join the workers' group on a queue's topic (or the queue's share group).
 
         Raises:
           QueueNotFound: When the queue was never declared.
@@ -374,11 +374,9 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
         self._check_declared(queue_name)
         self.ensure_topics(queue_name)
         self.producer.start()  # as at process_boot, for a Worker started in-process
-        share_group = False if queue_name in self.delay_queues else self.queue_config(queue_name).share_group
-        if share_group is not False:
-            return self._share_consumer(
-                queue_name, share_group_id(share_group, self.group_id), prefetch, timeout
-            )
+        share_group = self.share_group_of(queue_name)
+        if share_group is not None:
+            return self._share_consumer(queue_name, share_group, prefetch, timeout)
         options: dict[str, Any] = dict(
             queue_name=queue_name,
             topology=self.topology,
@@ -398,6 +396,14 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
             self.ensure_topics(q_name(queue_name))
             return DelayConsumer(**options)
         return KafkaConsumer(prefetch=prefetch, services=self.services, **options)
+
+    def share_group_of(self, queue_name: str) -> str | None:
+        """The share group that consumes a queue; ``None`` for the workers' consumer group
+        (always so for a delay queue)."""
+        if queue_name in self.delay_queues:
+            return None
+        share_group = self.queue_config(queue_name).share_group
+        return None if share_group is False else share_group_id(share_group, self.group_id)
 
     def _share_consumer(self, queue_name: str, group_id: str, prefetch: int, timeout: int) -> Consumer:
         settings = self.share_groups.settings(group_id)
@@ -434,7 +440,7 @@ class KafkaBroker(CachedSignals, dramatiq.Broker):
           KafkaBrokerError: When the queue is consumed through a share group.
         """
         self._check_declared(queue_name)
-        if self.queue_config(queue_name).share_group is not False:
+        if self.share_group_of(queue_name) is not None:
             raise KafkaBrokerError(
                 f"join({queue_name!r}): the queue is consumed through a share group, whose progress "
                 "this client cannot read (confluent-kafka has no admin call for share groups' "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from confluent_kafka import Message as KafkaRecord
@@ -105,6 +106,12 @@ class ShareMessageProxy(KafkaMessageProxy):
     def delivery_count(self) -> int:
         """How many times Kafka delivered this record, this time included."""
         return self.delivery.count
+
+    @property
+    def too_late_to_start(self) -> bool:
+        """Whether it waited in the worker until too little of its record lock was left
+        to start (then it is skipped, and the record goes back to Kafka)."""
+        return bool(self._consumer.records.too_late(self.delivery, time.monotonic()))
 
     @property
     def partition_revoked(self) -> bool:

@@ -32,7 +32,8 @@ class QueueServices(Protocol):
         """Send a failed job again, to run after ``delay`` ms.
 
         Raises:
-          Exception: When it could not be sent (the job is then retried in place).
+          Exception: When it could not be sent (the job is then retried in place;
+            in a share queue, sent again after a backoff).
         """
 
     def dead_lettered(self, message: KafkaMessageProxy, exhausted: bool) -> None:

@@ -31,6 +31,8 @@ from dramatiq.logging import get_logger
 
 from .client_log import with_log
 from .dead_letters import DeadLetterWriter
+from .errors import KafkaBrokerError
+from .middleware.revocation import worker_stopping
 from .partitions import ShareMessageProxy
 from .producer import KafkaProducer
 from .services import QueueServices
@@ -46,6 +48,8 @@ __all__ = ["ShareQueueConsumer"]
 ACKNOWLEDGE_EVERY = 0.05
 #: The longest wait for a job's end before the consumer looks again.
 WAIT_SLICE = 0.1
+#: Seconds before fetching again after a fetch failed.
+POLL_BACKOFF = 0.5
 KAFKA_ACKNOWLEDGEMENTS = {
     Acknowledge.ACCEPT: AcknowledgeType.ACCEPT,
     Acknowledge.RELEASE: AcknowledgeType.RELEASE,
@@ -59,7 +63,7 @@ class ShareQueueConsumer(ShareSettling, Consumer):
       queue_name(str): The Dramatiq queue.
       topology(Topology): The broker's queues (topics, retry policies, refusals).
       config(dict): The share consumer's librdkafka settings (``group.id`` set).
-      prefetch(int): The most jobs running at once.
+      prefetch(int): The most jobs handed to the worker and not yet ended.
       timeout(int): Milliseconds ``__next__`` waits before returning ``None``.
       producer(KafkaProducer): The process's producer: retries' copies, the jobs'
         own sends (a job is finished only once Kafka has them).
@@ -102,6 +106,7 @@ class ShareQueueConsumer(ShareSettling, Consumer):
         self.lock = threading.Condition()
         self._later: list[tuple[float, Callable[[], None]]] = []
         self._acknowledged_at = 0.0
+        self._unsent = False
         self.closed = False
         settings = {**config, "max.poll.records": max(prefetch, 1), "share.acknowledgement.mode": "explicit"}
         self.client = ConfluentShareConsumer(with_log(settings, self.logger))
@@ -114,14 +119,20 @@ class ShareQueueConsumer(ShareSettling, Consumer):
         while True:
             now = time.monotonic()
             self._run_due_writes(now)
+            with self.lock:
+                if worker_stopping() and not self.records.closing:
+                    # Records handed out now would never start: give them back at once.
+                    self.records.close()
+                self._log_let_go(self.records.let_go(now))
             proxy = self._next_job(now)
             if proxy is not None:
                 return proxy
             with self.lock:
                 # All decided: no acknowledgement can come before the next poll.
                 decided = all(d.state is DeliveryState.ACKNOWLEDGED for d in self.records.batch)
-            self._hand_over(now, commit=not decided)
-            if decided:
+                polling = decided and not self.records.closing
+            self._hand_over(now, commit=not polling)
+            if polling:
                 if self._poll(max(0.0, min(deadline - now, 0.5))):
                     continue
             else:
@@ -130,6 +141,16 @@ class ShareQueueConsumer(ShareSettling, Consumer):
                     self.lock.wait(max(0.0, min(WAIT_SLICE, deadline - now)))
             if time.monotonic() >= deadline:
                 return None
+
+    def _log_let_go(self, gone: list[Delivery]) -> None:
+        for delivery in gone:
+            self.logger.error(
+                "Record %s/%d@%d could not be settled within its record lock (see the errors above); "
+                "Kafka has taken it back and delivers it again.",
+                self.topic,
+                delivery.partition,
+                delivery.offset,
+            )
 
     def _next_job(self, now: float) -> MessageProxy | None:
         """The next record that may run, carrying out the fate of those that may not."""
@@ -189,8 +210,14 @@ class ShareQueueConsumer(ShareSettling, Consumer):
             polled = self.client.poll(timeout)
         except KafkaException as e:
             self.logger.warning("Fetching %r failed: %s", self.topic, e)
+            time.sleep(min(timeout, POLL_BACKOFF))
             return False
+        except RuntimeError as e:  # IllegalStateException: an acknowledgement never reached it
+            raise KafkaBrokerError(
+                f"The share consumer of {self.topic!r} refuses to fetch ({e}); Dramatiq makes it anew."
+            ) from None
         now = time.monotonic()
+        self._unsent = False
         deliveries = []
         for record in polled:
             error = record.error()
@@ -203,25 +230,28 @@ class ShareQueueConsumer(ShareSettling, Consumer):
             deliveries.append(Delivery(record.partition() or 0, record.offset() or 0, count, now, record))
         with self.lock:
             self.records.fetched(deliveries)
-        self._acknowledged_at = now
         return bool(deliveries)
 
     def _hand_over(self, now: float, *, commit: bool) -> None:
-        """Give Kafka the acknowledgements decided since the last call; while a batch
-        is in progress, send them now (``commit``) rather than at the next poll, so that
-        a crash runs as few finished jobs again as can be."""
+        """Give Kafka the acknowledgements decided since the last call; while a batch is
+        in progress (``commit``), send them every :data:`ACKNOWLEDGE_EVERY` rather than
+        with the next poll, so that a crash runs as few finished jobs again as can be."""
         with self.lock:
             outgoing = self.records.take_outgoing()
         for delivery, acknowledge in outgoing:
             try:
                 self.client.acknowledge(delivery.record, KAFKA_ACKNOWLEDGEMENTS[acknowledge])
-            except KafkaException as e:
-                self.logger.warning("Could not acknowledge %s: %s", delivery, e)
-        if commit and outgoing and now - self._acknowledged_at >= ACKNOWLEDGE_EVERY:
+                self._unsent = True
+            except Exception as e:
+                # The client still counts it unacknowledged: its next poll refuses, and
+                # the consumer is made anew (see _poll).
+                self.logger.error("Could not acknowledge %s: %s", delivery, e)
+        if commit and self._unsent and now - self._acknowledged_at >= ACKNOWLEDGE_EVERY:
             self._acknowledged_at = now
             try:
                 self.client.commit_async()
-            except KafkaException as e:
+                self._unsent = False
+            except Exception as e:
                 self.logger.warning("Could not send the acknowledgements of %r: %s", self.topic, e)
 
     def _warn_overdue(self, now: float) -> None:
@@ -253,36 +283,39 @@ class ShareQueueConsumer(ShareSettling, Consumer):
 
     def close(self) -> None:
         """Give back what was fetched and not started, wait for the running jobs'
-        acknowledgements (``settle_timeout``), hand them to Kafka and leave the group."""
+        acknowledgements (``settle_timeout``), hand them to Kafka and leave the group.
+        Never raises: Dramatiq's worker would not close its other consumers."""
         if self.closed:
             return
-        with self.lock:
-            self.records.close()
-        deadline = time.monotonic() + self.settle_timeout
-        while True:
-            now = time.monotonic()
-            self._run_due_writes(now)
-            self._next_job(now)  # gives back every waiting record
-            self._hand_over(now, commit=False)
+        unsettled = 0
+        try:
             with self.lock:
-                unsettled = self.records.unsettled
-                if not unsettled and not self.records.outgoing:
-                    break
-                if now >= deadline:
-                    break
-                self.lock.wait(WAIT_SLICE)
-        if unsettled:
-            self.logger.warning(
-                "Closing %r with %d job(s) unsettled: Kafka delivers their records again after their lock.",
-                self.topic,
-                unsettled,
-            )
-        self.closed = True
-        try:
+                self.records.close()
+            deadline = time.monotonic() + self.settle_timeout
+            while True:
+                now = time.monotonic()
+                self._run_due_writes(now)
+                self._next_job(now)  # gives back every waiting record
+                self._hand_over(now, commit=False)
+                with self.lock:
+                    unsettled = self.records.unsettled
+                    if (not unsettled and not self.records.outgoing) or now >= deadline:
+                        break
+                    self.lock.wait(WAIT_SLICE)
+            self._hand_over(time.monotonic(), commit=False)
             self.client.commit_sync(self.settle_timeout)
-        except KafkaException as e:
+        except Exception as e:
             self.logger.warning("Could not send the last acknowledgements of %r: %s", self.topic, e)
-        try:
-            self.client.close()
-        except KafkaException as e:
-            self.logger.warning("Closing the share consumer of %r: %s", self.topic, e)
+        finally:
+            self.closed = True
+            if unsettled:
+                self.logger.warning(
+                    "Closed %r with %d job(s) unsettled: Kafka delivers their records again after "
+                    "their lock.",
+                    self.topic,
+                    unsettled,
+                )
+            try:
+                self.client.close()
+            except Exception as e:
+                self.logger.warning("Closing the share consumer of %r: %s", self.topic, e)

@@ -15,7 +15,8 @@ of the previous batch is not acknowledged.
   more delivery and a crash, else a copy sent to the queue, then ACCEPT);
 - that a record on its last delivery goes to the dead letters unrun: its earlier
   deliveries ended in a crash or a lock that ran out, and one more would lose it;
-- which running records have outlived their lock (logged once);
+- which running records have outlived their lock (logged once), and which records still
+  settling when their lock ran out are let go (Kafka took them back);
 - when the batch is all acknowledged, so the next poll may come.
 
 Each record is acknowledged exactly once; the consumer (``share_consumer.py``) hands the
@@ -159,7 +160,7 @@ class ShareRecords:
                 verdict = self._gives_back(delivery)
             elif delivery.count >= self.delivery_limit:
                 verdict = Verdict.DEAD_LETTER
-            elif now - delivery.acquired >= START_WITHIN * self.lock_seconds:
+            elif self.too_late(delivery, now):
                 verdict = self._gives_back(delivery)
             elif self.running < self.limit:
                 verdict = Verdict.RUN
@@ -180,7 +181,7 @@ class ShareRecords:
 
     def ended(self, delivery: Delivery) -> None:
         """A run ended; what follows (an ACCEPT, a retry's copy, a dead letter) settles it."""
-        if delivery.state is DeliveryState.RUNNING:
+        if delivery.state is DeliveryState.RUNNING and self.owns(delivery):
             self.running -= 1
             delivery.state = DeliveryState.SETTLING
 
@@ -189,7 +190,7 @@ class ShareRecords:
         started, or its end could not be settled): RELEASE it (acknowledged here) or,
         when its delivery count leaves no room, COPY it (the consumer's to carry out).
         ``None`` when it was acknowledged already."""
-        if delivery.state is DeliveryState.ACKNOWLEDGED or delivery not in self.batch:
+        if delivery.state is DeliveryState.ACKNOWLEDGED or not self.owns(delivery):
             return None
         verdict = self._gives_back(delivery)
         if verdict is Verdict.RELEASE:
@@ -205,7 +206,7 @@ class ShareRecords:
     def acknowledge(self, delivery: Delivery, acknowledge: Acknowledge) -> bool:
         """Decide a record's acknowledgement; ``False`` (and nothing changes) when it
         was acknowledged already or is not of this batch."""
-        if delivery.state is DeliveryState.ACKNOWLEDGED or delivery not in self.batch:
+        if delivery.state is DeliveryState.ACKNOWLEDGED or not self.owns(delivery):
             return False
         if delivery.state is DeliveryState.RUNNING:
             self.running -= 1
@@ -220,6 +221,31 @@ class ShareRecords:
         """The acknowledgements to hand to Kafka now."""
         outgoing, self.outgoing = self.outgoing, []
         return outgoing
+
+    def owns(self, delivery: Delivery) -> bool:
+        """Whether ``delivery`` is of this batch (not of a consumer made before this one)."""
+        return any(d is delivery for d in self.batch)
+
+    def too_late(self, delivery: Delivery, now: float) -> bool:
+        """Whether too little of the record's lock is left to start its job now."""
+        return now - delivery.acquired >= START_WITHIN * self.lock_seconds
+
+    def let_go(self, now: float) -> list[Delivery]:
+        """Records still settling once their lock ran out (a dead letter or a copy Kafka
+        keeps refusing, sends that never report): Kafka took them back already and
+        delivers them again, so they are acknowledged as released here and the next
+        poll may come.  Not so a record on its last delivery: Kafka dropped it, and only
+        the write still being tried keeps it (the consumer waits for it)."""
+        gone = [
+            d
+            for d in self.batch
+            if d.state is DeliveryState.SETTLING
+            and d.count < self.delivery_limit
+            and now - d.acquired >= self.lock_seconds
+        ]
+        for delivery in gone:
+            self.acknowledge(delivery, Acknowledge.RELEASE)
+        return gone
 
     def overdue(self, now: float) -> list[Delivery]:
         """Running records that outlived their lock since the last call: Kafka

@@ -4,7 +4,8 @@
 that Dramatiq's worker threads and the producer's delivery reports call into: it decides
 each record's acknowledgement (ACCEPT once Kafka has what must come first, RELEASE or a
 copy for a record that did not run to its end), sends retries again with their backoff
-and writes dead letters, trying a refused write again after :data:`WRITE_BACKOFF`.  It
+and writes dead letters, trying a refused write again after a backoff for as long as the
+record's lock lasts.  It
 never calls the share consumer itself: the consumer's thread hands the acknowledgements
 to Kafka.  The group mode's counterpart is ``settling.py``.
 """
@@ -33,8 +34,10 @@ from .wire import headers_of
 
 __all__ = ["WRITE_BACKOFF", "ShareSettling"]
 
-#: Seconds between two tries of a write Kafka refused (a dead letter, a copy).
+#: Seconds before a write Kafka refused (a retry's copy, a dead letter, a copy) is tried
+#: again; it doubles at each refusal, up to MAX_WRITE_BACKOFF.
 WRITE_BACKOFF = 1.0
+MAX_WRITE_BACKOFF = 30.0
 
 
 class ShareSettling:
@@ -62,10 +65,36 @@ class ShareSettling:
         for write in due:
             write()
 
-    def _later_again(self, write: Callable[[], None]) -> None:
-        with self.lock:
-            self._later.append((time.monotonic() + WRITE_BACKOFF, write))
-            self.lock.notify_all()
+    def _attempt(
+        self, delivery: Delivery, what: str, send: Callable[[Callable[[object | None], None]], None]
+    ) -> None:
+        """Carry out ``send`` (it calls its argument with ``None`` once Kafka has the
+        record, else with the error), then ACCEPT ``delivery``; after a failure try again
+        after a backoff that doubles up to :data:`MAX_WRITE_BACKOFF`, for as long as the
+        record is ours (until its lock runs out: ``ShareRecords.let_go``)."""
+        attempts = 0
+
+        def attempt() -> None:
+            if self.closed or delivery.state is DeliveryState.ACKNOWLEDGED:
+                return
+            try:
+                send(done)
+            except Exception as e:
+                done(e)
+
+        def done(failure: object | None) -> None:
+            nonlocal attempts
+            if failure is None:
+                self._accept(delivery)
+                return
+            attempts += 1
+            backoff = min(MAX_WRITE_BACKOFF, WRITE_BACKOFF * 2 ** (attempts - 1))
+            self.logger.error("Could not %s (%s); trying again in %.0fs.", what, failure, backoff)
+            with self.lock:
+                self._later.append((time.monotonic() + backoff, attempt))
+                self.lock.notify_all()
+
+        attempt()
 
     def ack(self, message: MessageProxy) -> None:
         assert isinstance(message, ShareMessageProxy)
@@ -78,18 +107,27 @@ class ShareSettling:
     def _end_job(self, message: ShareMessageProxy, *, rejected: bool) -> None:
         delivery = message.delivery
         sends = self.producer.take_thread_sends()
+        if message._consumer is not self:
+            # Handed out by a consumer this one replaced (Dramatiq restarts a failed
+            # consumer): that consumer's client gave the record back when it closed.
+            self.logger.debug("Ignoring the end of %s: its consumer was replaced.", message)
+            return
         with self.lock:
-            if delivery.state is not DeliveryState.RUNNING:
+            if delivery.state is not DeliveryState.RUNNING or not self.records.owns(delivery):
                 return
             self.records.ended(delivery)
             self.lock.notify_all()
         error: BaseException | None = getattr(message, "_exception", None)
         try:
-            if rejected:
+            if message.cancelled:
+                # Skipped before it started: too little of its lock was left.
+                self._give_back(delivery)
+            elif rejected:
                 outcome, message.outcome = message.outcome, None
-                exhausted = isinstance(outcome, ToDeadLetters) and outcome.exhausted
-                reason = outcome.reason if isinstance(outcome, ToDeadLetters) else None
-                self._give_up(message, error, exhausted=exhausted, reason=reason)
+                if isinstance(outcome, ToDeadLetters):  # its failures counted this run
+                    self._give_up(message, error, delivery.failures, outcome.exhausted, outcome.reason)
+                else:  # a ``throws`` exception
+                    self._give_up(message, error, delivery.failures + 1, False, None)
             elif error is not None:
                 self._failed(message, error)
             elif sends is not None and sends.pending:
@@ -99,17 +137,26 @@ class ShareSettling:
             else:
                 self._accept(delivery)
         except Exception:
-            self.logger.exception("Settling %s failed; giving its record back to Kafka.", message.message_id)
-            self._give_back(delivery)
+            self._recover(message)
+
+    def _recover(self, message: ShareMessageProxy) -> None:
+        """Settling itself raised (a bug, a broken hook): the record goes back to Kafka."""
+        self.logger.exception("Settling %s failed; giving its record back to Kafka.", message.message_id)
+        try:
+            self._give_back(message.delivery)
+        except Exception:
+            self.logger.exception("Giving %s back failed; Kafka takes it back after its lock.", message)
 
     def _sends_settled(self, message: ShareMessageProxy, failed: int, delivered: bool) -> None:
-        if delivered:
-            self._accept(message.delivery)
-        else:
-            self._failed(
-                message,
-                DeliveryError(f"{failed} message(s) {message.message_id} enqueued were not delivered"),
-            )
+        """Kafka reported on every record the job enqueued (on the producer's report thread)."""
+        try:
+            if delivered:
+                self._accept(message.delivery)
+            else:
+                error = DeliveryError(f"{failed} message(s) {message.message_id} enqueued were not delivered")
+                self._failed(message, error)
+        except Exception:
+            self._recover(message)
 
     def _accept(self, delivery: Delivery) -> None:
         with self.lock:
@@ -153,18 +200,10 @@ class ShareSettling:
         outcome = self.decide(message, error)
         message.outcome = None
         if isinstance(outcome, ToDeadLetters):
-            self._give_up(message, error, exhausted=outcome.exhausted, reason=outcome.reason)
+            self._give_up(message, error, message.delivery.failures, outcome.exhausted, outcome.reason)
             return
         assert outcome is not None
         delay = outcome.delay
-        try:
-            self.services.requeue(message, delay)
-        except Exception as e:
-            self.producer.take_thread_sends()
-            self.logger.error("Could not send %s again (%s); giving its record back to Kafka.", message, e)
-            self._give_back(message.delivery)
-            return
-        sends = self.producer.take_thread_sends()
         EVENTS.retried(self.queue_name)
         self.logger.warning(
             "%s failed (%s: %s); sent again to run in %.1fs (attempt %d).",
@@ -175,35 +214,37 @@ class ShareSettling:
             message.delivery.failures + 1,
         )
 
-        def settled(delivered: bool) -> None:
-            if delivered:
-                self._accept(message.delivery)
+        def send(done: Callable[[object | None], None]) -> None:
+            try:
+                self.services.requeue(message, delay)
+            finally:
+                sends = self.producer.take_thread_sends()
+            if sends is None:
+                done(None)
             else:
-                self.logger.error(
-                    "The retry of %s was not delivered; giving its record back to Kafka.", message
-                )
-                self._give_back(message.delivery)
+                sends.when_settled(lambda delivered: done(None if delivered else "not delivered"))
 
-        if sends is None:
-            self._accept(message.delivery)
-        else:
-            sends.when_settled(settled)
+        self._attempt(message.delivery, f"send {message} again", send)
 
     def _give_up(
-        self, message: ShareMessageProxy, error: BaseException | None, *, exhausted: bool, reason: str | None
+        self,
+        message: ShareMessageProxy,
+        error: BaseException | None,
+        attempts: int,
+        exhausted: bool,
+        reason: str | None,
     ) -> None:
-        delivery = message.delivery
         self.logger.error(
             "%s failed %d time(s)%s; moving it to %r.",
             message,
-            max(delivery.failures, 1),
+            max(attempts, 1),
             f" ({reason})" if reason else "",
             self.dead_letter_topic,
         )
         self._dead_letter(
-            delivery,
+            message.delivery,
             message_id=message.message_id,
-            attempts=max(delivery.failures, 1),
+            attempts=max(attempts, 1),
             error=error,
             reason=reason,
         )
@@ -227,25 +268,17 @@ class ShareSettling:
         )
         label = message_id or f"{self.topic}/{delivery.partition}@{delivery.offset}"
 
-        def write() -> None:
-            if self.closed:
-                return
-            try:
-                self.dead_letters.write(
-                    self.dead_letter_topic, delivery.record, headers, message_id=label, on_done=done
-                )
-            except Exception as e:
-                done(e)
+        def send(done: Callable[[object | None], None]) -> None:
+            def written(failure: object | None) -> None:
+                if failure is None:
+                    EVENTS.dead_lettered(self.queue_name, self.dead_letter_topic)
+                done(failure)
 
-        def done(failure: object | None) -> None:
-            if failure is None:
-                EVENTS.dead_lettered(self.queue_name, self.dead_letter_topic)
-                self._accept(delivery)
-            else:
-                self.logger.error("Could not dead-letter %s (%s); trying again.", label, failure)
-                self._later_again(write)
+            self.dead_letters.write(
+                self.dead_letter_topic, delivery.record, headers, message_id=label, on_done=written
+            )
 
-        write()
+        self._attempt(delivery, f"dead-letter {label}", send)
 
     def _copy(self, delivery: Delivery) -> None:
         """Send the record again to the queue's topic as it is (a new record, delivered
@@ -253,27 +286,15 @@ class ShareSettling:
         record: KafkaRecord = delivery.record
         label = f"{self.topic}/{delivery.partition}@{delivery.offset}"
 
-        def write() -> None:
-            if self.closed:
-                return
-            try:
-                self.producer.send(
-                    self.topic,
-                    record.value(),
-                    message_id=label,
-                    key=record.key(),
-                    headers=headers_of(record),
-                    on_delivery=done,
-                    retried_by_caller=True,
-                )
-            except Exception as e:
-                done(e)
+        def send(done: Callable[[object | None], None]) -> None:
+            self.producer.send(
+                self.topic,
+                record.value(),
+                message_id=label,
+                key=record.key(),
+                headers=headers_of(record),
+                on_delivery=done,
+                retried_by_caller=True,
+            )
 
-        def done(failure: object | None) -> None:
-            if failure is None:
-                self._accept(delivery)
-            else:
-                self.logger.error("Could not copy %s back to its queue (%s); trying again.", label, failure)
-                self._later_again(write)
-
-        write()
+        self._attempt(delivery, f"copy {label} back to its queue", send)

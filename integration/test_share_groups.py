@@ -49,7 +49,8 @@ def test_four_workers_share_one_partition(make_app: Callable[..., App]) -> None:
     # application's is (sent before it connects, every job would be in one batch).
     app.broker.flush_producer()
     send_poison(app)
-    app.send(total, seconds=0.005)
+    # 50 ms jobs: the drain lasts long enough (about 6 s) for the four to have started.
+    app.send(total, seconds=0.05)
     workers = [app.start_worker(threads=THREADS) for _ in range(4)]
     wait_for(lambda: len(ledger(app.ledger_dir)) >= total, timeout=240, interval=0.5)
     dead = read_topic(app.broker.bootstrap_servers, f"{app.queue}.XQ", count=2, timeout=60)

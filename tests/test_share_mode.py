@@ -112,7 +112,7 @@ def test_a_job_that_outlives_its_record_lock(
     set_group_config(
         share_broker.bootstrap_servers,
         group,
-        {"share.record.lock.duration.ms": "1000", "share.delivery.count.limit": "3"},
+        {"share.record.lock.duration.ms": "2000", "share.delivery.count.limit": "3"},
     )
     runs: list[float] = []
     lock = threading.Lock()
@@ -121,7 +121,7 @@ def test_a_job_that_outlives_its_record_lock(
     def slow() -> None:
         with lock:
             runs.append(time.monotonic())
-        time.sleep(1.5)
+        time.sleep(2.5)
 
     slow.send()
     dead_letter_topic = share_broker.dead_letter_topic("work")
@@ -129,11 +129,13 @@ def test_a_job_that_outlives_its_record_lock(
         run(share_broker, lambda: kept(share_broker, dead_letter_topic) > 0, timeout=40)
     dead = read_topic(share_broker.bootstrap_servers, dead_letter_topic, count=1)
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert f"Share group {group!r}: records are lent for 1000 ms" in logged
+    assert f"Share group {group!r}: records are lent for 2000 ms" in logged
     assert "delivered at most 3 times" in logged
-    assert "past its record lock (1000 ms): Kafka delivers it again to a consumer of share group" in logged
+    assert "past its record lock (2000 ms): Kafka delivers it again to a consumer of share group" in logged
     assert "delivered 3 times without being acknowledged" in logged
-    assert len(runs) == 2  # deliveries 1 and 2 ran; the third went to the dead letters unrun
+    # Deliveries 1 and 2 ran (one may have been given back unrun, had it waited in a loaded
+    # worker); the third went to the dead letters unrun.
+    assert 1 <= len(runs) <= 2, runs
     headers = dead[0].headers
     assert headers[ERROR_MESSAGE] == b"delivered 3 times without an acknowledgement"
     assert headers[SOURCE_CONSUMER_GROUP] == group.encode()
@@ -167,3 +169,41 @@ def test_context_delays_and_on_retry_exhausted_work_as_in_the_default_mode(share
     context, ran_at = seen["later"]
     assert context == "req-7" and ran_at - sent_at >= 1.5
     assert seen["exhausted"] == (message.message_id, {"retries": 1, "max_retries": 1})
+
+
+def test_finished_jobs_are_accepted_while_a_long_job_of_their_batch_runs(share_broker: KafkaBroker) -> None:
+    """The acknowledgements of a batch's finished jobs reach Kafka while its slowest job
+    still runs: else their locks run out and another consumer runs them again."""
+    set_group_config(
+        share_broker.bootstrap_servers,
+        f"{share_broker.group_id}.share",
+        {"share.record.lock.duration.ms": "1500"},
+    )
+    runs: list[int] = []
+    lock = threading.Lock()
+
+    @dramatiq.actor(queue_name="work")
+    def job(n: int, seconds: float) -> None:
+        with lock:
+            runs.append(n)
+        time.sleep(seconds)
+
+    share_broker.producer.start()
+    job.send(0, 0.0)  # the producer connects: the next sends form small batches, as in an app
+    share_broker.flush_producer()
+    job.send(1, 3.0)
+    for n in range(2, 12):
+        job.send(n, 0.0)
+    share_broker.flush_producer()
+    # Two consumers of the share group in this process: either may get what the other lets go.
+    workers = [Worker(share_broker, worker_threads=4, worker_timeout=100) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        wait_for(lambda: set(runs) == set(range(12)), 30, 0.1)
+        time.sleep(3.5)  # past the long job's end and its batch's locks
+    finally:
+        for worker in workers:
+            worker.stop()
+    duplicates = {n: runs.count(n) for n in set(runs) if runs.count(n) > 1 and n != 1}
+    assert duplicates == {}, sorted(runs)

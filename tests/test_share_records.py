@@ -97,6 +97,7 @@ class ShareRecordsModel(RuleBasedStateMachine):
         self.verdicts: dict[int, Verdict] = {}
         self.told: Counter[int] = Counter()  # acknowledgements handed to Kafka, by offset
         self.released: list[Delivery] = []
+        self.let_go: set[int] = set()
 
     def _in(self, state: DeliveryState) -> list[Delivery]:
         return [d for d in self.records.batch if d.state is state]
@@ -183,6 +184,16 @@ class ShareRecordsModel(RuleBasedStateMachine):
                 self.released.append(delivery)
 
     @rule()
+    def locks_run_out(self) -> None:
+        settling = {d.offset for d in self._in(DeliveryState.SETTLING)}
+        for delivery in self.records.let_go(self.now):
+            assert delivery.offset in settling
+            # Kafka took it back and delivers it again: it still has a delivery left.
+            assert delivery.count < self.records.delivery_limit
+            assert self.now - delivery.acquired >= self.records.lock_seconds
+            self.let_go.add(delivery.offset)
+
+    @rule()
     def close(self) -> None:
         self.records.close()
 
@@ -192,7 +203,9 @@ class ShareRecordsModel(RuleBasedStateMachine):
         assert records.running == len(self._in(DeliveryState.RUNNING)) <= records.limit
         assert set(records.waiting) == set(self._in(DeliveryState.WAITING))
         assert max(self.told.values(), default=0) <= 1
-        assert all(d.count + 2 <= records.delivery_limit for d in self.released)
+        assert all(
+            d.count + 2 <= records.delivery_limit for d in self.released if d.offset not in self.let_go
+        )
         everything_told = all(self.told[d.offset] == 1 for d in records.batch)
         assert records.can_poll == everything_told
 
@@ -213,3 +226,15 @@ class ShareRecordsModel(RuleBasedStateMachine):
 
 TestShareRecordsModel = ShareRecordsModel.TestCase
 TestShareRecordsModel.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+
+
+def test_a_record_settling_past_its_lock_is_let_go_unless_on_its_last_delivery() -> None:
+    records = ShareRecords(limit=2, lock_seconds=LOCK, delivery_limit=5)
+    stuck, last = batch(1, 5)
+    records.fetched([stuck, last])
+    records.next(0.0)
+    records.next(0.0)  # the last delivery goes to the dead letters unrun: settling
+    records.ended(stuck)
+    assert records.let_go(LOCK - 1) == []
+    assert records.let_go(LOCK) == [stuck] and stuck.acknowledged is Acknowledge.RELEASE
+    assert last.state is DeliveryState.SETTLING  # kept: only its dead letter keeps the job

@@ -37,7 +37,8 @@ class BootCheck(Middleware):
     ``dramatiq-gevent`` worker exits the same way, saying why.
 
     It also tells the process's group members which queues the worker will
-    consume, and starts the producer early.
+    consume, sets up the share groups of its share queues (a refusal stops
+    the worker), and starts the producer early.
     """
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
@@ -59,4 +60,11 @@ class BootCheck(Middleware):
             # threads: the process's group member subscribes once they all came.
             whitelist = getattr(worker, "consumer_whitelist", None) or set()
             queues = {q for q in broker.get_declared_queues() if not whitelist or q in whitelist}
-            members.await_queues(queues | {dq_name(q) for q in queues})
+            share_group_of = broker.share_group_of  # type: ignore[attr-defined]
+            # A share queue's share group is set up now: a refusal stops the worker at once.
+            for queue in queues:
+                share_group = share_group_of(queue)
+                if share_group is not None:
+                    broker.share_groups.settings(share_group)  # type: ignore[attr-defined]
+            grouped = {q for q in queues if share_group_of(q) is None}
+            members.await_queues(grouped | {dq_name(q) for q in queues})

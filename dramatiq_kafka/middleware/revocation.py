@@ -8,7 +8,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
-from ..partitions import KafkaMessageProxy
+from ..partitions import KafkaMessageProxy, ShareMessageProxy
 
 _current = threading.local()
 # Set from the moment a worker starts shutting down: its running jobs finish
@@ -52,7 +52,9 @@ class Revocation(Middleware):
 
     Dramatiq's work queue may still hold records of a partition that a
     rebalance gave away; running them would duplicate what the new owner
-    runs, so they are skipped (their acks were going to be ignored).
+    runs, so they are skipped (their acks were going to be ignored).  So are
+    records of a share queue that waited there until too little of their
+    lock was left: Kafka would lend them again while they run.
     """
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
@@ -64,6 +66,12 @@ class Revocation(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         if not isinstance(message, KafkaMessageProxy):
             return
+        if isinstance(message, ShareMessageProxy) and message.too_late_to_start:
+            message.cancelled = True
+            raise SkipMessage(
+                f"{message.message_id} waited in the worker until too little of its record lock was "
+                "left; its record goes back to Kafka"
+            )
         if message.partition_revoked:
             message.cancelled = True
             raise SkipMessage(
