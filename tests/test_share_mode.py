@@ -12,6 +12,7 @@ from typing import Any
 
 import dramatiq
 import pytest
+from confluent_kafka.admin import AdminClient
 from dramatiq import Worker
 from dramatiq.middleware import CurrentMessage
 
@@ -24,9 +25,10 @@ from dramatiq_kafka import (
     QueueConfig,
 )
 from dramatiq_kafka.dead_letters.headers import ERROR_MESSAGE, SOURCE_CONSUMER_GROUP
+from dramatiq_kafka.delays import TIERS
 from dramatiq_kafka.localkafka.settings import KAFKA_VERSION
 
-from .helpers import read_topic, set_group_config, wait_for
+from .helpers import create_topic, read_topic, set_group_config, wait_for
 
 
 def test_a_share_queue_refuses_order_and_bad_values() -> None:
@@ -207,3 +209,59 @@ def test_finished_jobs_are_accepted_while_a_long_job_of_their_batch_runs(share_b
             worker.stop()
     duplicates = {n: runs.count(n) for n in set(runs) if runs.count(n) > 1 and n != 1}
     assert duplicates == {}, sorted(runs)
+
+
+def test_a_retry_that_cannot_be_sent_ends_in_the_dead_letters(
+    kafka_bootstrap: str, unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The delay topic refuses a failed job's retry (its copy, traceback included, is larger
+    than the topic takes). It is tried again with a backoff, not in a loop; the record comes
+    back after its lock, and on its last delivery goes to the dead letters unrun: not lost."""
+    if tuple(int(n) for n in KAFKA_VERSION.split(".")[:2]) < (4, 2):
+        pytest.skip("share groups need Kafka 4.2 or later")
+    from confluent_kafka.admin import NewTopic
+
+    prefix = f"{unique_name}."
+    create_topic(kafka_bootstrap, f"{prefix}work", 1)
+    create_topic(kafka_bootstrap, f"{prefix}work.XQ", 1)
+    small = NewTopic(f"{prefix}work.DQ", TIERS, 1, config={"max.message.bytes": "400"})
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([small])[small.topic].result(10)
+    broker = KafkaBroker(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"g-{unique_name}",
+        topic_prefix=prefix,
+        create_topics=False,
+        queues={"work": QueueConfig(partitions=1, share_group=True, min_backoff=100)},
+        status_interval=None,
+    )
+    dramatiq.set_broker(broker)
+    set_group_config(
+        kafka_bootstrap,
+        f"g-{unique_name}.share",
+        {"share.record.lock.duration.ms": "1500", "share.delivery.count.limit": "3"},
+    )
+    runs: list[float] = []
+
+    @dramatiq.actor(queue_name="work")
+    def fails() -> None:
+        runs.append(time.monotonic())
+        raise ValueError("no")
+
+    fails.send()
+    broker.flush_producer()
+    try:
+        with caplog.at_level(logging.INFO):
+            worker = Worker(broker, worker_threads=2, worker_timeout=100, queues={"work"})
+            worker.start()
+            try:
+                wait_for(lambda: kept(broker, f"{prefix}work.XQ") > 0, 60, 0.2)
+            finally:
+                worker.stop()
+        retries = [r for r in caplog.records if r.getMessage().startswith("Could not send fails() again")]
+        assert 1 <= len(retries) <= 12, len(retries)  # a backoff, not a loop
+        assert len(runs) == 2  # deliveries 1 and 2; the third dead-lettered unrun
+        (dead,) = read_topic(kafka_bootstrap, f"{prefix}work.XQ", count=1)
+        assert dead.headers[ERROR_MESSAGE] == b"delivered 3 times without an acknowledgement"
+    finally:
+        broker.close()
