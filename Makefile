@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup kafka demo dashboard test unit lint dramatiq-suite floor bench faults soak reliability clean
+.PHONY: setup kafka browser demo dashboard test unit lint dramatiq-suite floor bench faults soak reliability clean
 
 setup: $(VENV)/.installed
 
@@ -15,6 +15,11 @@ $(VENV)/.installed: pyproject.toml
 
 kafka:
 	$(PYTHON) scripts/localkafka.py fetch
+
+# Debian's chromium and chromedriver for the dashboard's browser tests, when root with
+# apt-get (a CI machine); elsewhere those tests skip, saying how to install them.
+browser:
+	$(PYTHON) scripts/browser.py
 
 demo: setup kafka
 	$(PY) scripts/demo.py
@@ -28,7 +33,7 @@ lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: setup kafka lint
+test: setup kafka browser lint
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory floor
 	$(MAKE) --no-print-directory dramatiq-suite
