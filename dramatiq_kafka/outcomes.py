@@ -12,7 +12,10 @@ budget, and is never dead-lettered.
 
 from __future__ import annotations
 
+import time
+import traceback
 from dataclasses import dataclass
+from typing import Any
 
 from dramatiq.errors import Retry
 from dramatiq.threading import Interrupt
@@ -90,3 +93,12 @@ def decide(
     else:
         delay = policy.backoff(max(failures, 1))
     return Requeue(delay) if requeue else RetryInPlace(delay)
+
+
+def note_failure(options: dict[str, Any], outcome: Outcome, failures: int, error: BaseException) -> None:
+    """What Dramatiq's ``Retries`` sets in a failed message's options, for callbacks and
+    the next run: its failures, the traceback, and when it was sent again."""
+    options["retries"] = failures
+    options["traceback"] = "".join(traceback.format_exception(error, limit=30))
+    if not isinstance(outcome, ToDeadLetters):
+        options["requeue_timestamp"] = int(time.time() * 1000)

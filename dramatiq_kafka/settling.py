@@ -12,7 +12,6 @@ out jobs is ``consumer.py``; rebalances, commits and writing dead letters are
 from __future__ import annotations
 
 import time
-import traceback
 from typing import Any
 
 from dramatiq.broker import MessageProxy
@@ -20,7 +19,7 @@ from dramatiq.broker import MessageProxy
 from .deliveries import ThreadSends
 from .errors import DeliveryError
 from .events import EVENTS
-from .outcomes import Outcome, Requeue, RetryInPlace, ToDeadLetters, decide, is_failure
+from .outcomes import Outcome, Requeue, RetryInPlace, ToDeadLetters, decide, is_failure, note_failure
 from .partition_state import Job, JobState
 from .partitions import KafkaMessageProxy
 from .producer import KafkaProducer
@@ -150,11 +149,7 @@ class JobSettling:
             shared_budget=self.config.ordered and not policy.independent,
             requeue=requeue,
         )
-        # What Dramatiq's Retries sets, for callbacks and the next run.
-        message.options["retries"] = failures
-        message.options["traceback"] = "".join(traceback.format_exception(error, limit=30))
-        if not isinstance(outcome, ToDeadLetters):
-            message.options["requeue_timestamp"] = int(time.time() * 1000)
+        note_failure(message.options, outcome, failures, error)
         message.outcome = outcome
         return outcome
 

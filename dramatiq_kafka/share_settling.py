@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,7 @@ from dramatiq.broker import MessageProxy
 from .dead_letters import DeadLetterWriter
 from .errors import DeliveryError
 from .events import EVENTS
-from .outcomes import Outcome, ToDeadLetters, decide, is_failure
+from .outcomes import Outcome, ToDeadLetters, decide, is_failure, note_failure
 from .partitions import KafkaMessageProxy, ShareMessageProxy
 from .producer import KafkaProducer
 from .services import QueueServices
@@ -189,10 +188,7 @@ class ShareSettling:
             shared_budget=False,
             requeue=True,
         )
-        message.options["retries"] = delivery.failures
-        message.options["traceback"] = "".join(traceback.format_exception(error, limit=30))
-        if not isinstance(outcome, ToDeadLetters):
-            message.options["requeue_timestamp"] = int(time.time() * 1000)
+        note_failure(message.options, outcome, delivery.failures, error)
         message.outcome = outcome
         return outcome
 
