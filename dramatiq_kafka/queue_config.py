@@ -111,7 +111,7 @@ class QueueConfig:
         failing job holds nothing up; no order, even by ``partition_key``.
         ``True``: the share group ``{group_id}.share``; a string names the group.
         Retries are always sent again with their backoff (as ``retry_mode=
-        "requeue"``).  See ``docs/share-groups.md``.
+        "requeue"``; ``retry_mode`` is not used).  See ``docs/share-groups.md``.
       dispatch_method, dispatch_many_method, sync_timeout, partition_key:
         Defaults of the actor options of the same names for the queue's
         actors (``None``: the broker's).

@@ -109,7 +109,7 @@ class ShareQueueConsumer(ShareSettling, Consumer):
         self._unsent = False
         self.closed = False
         settings = {**config, "max.poll.records": max(prefetch, 1), "share.acknowledgement.mode": "explicit"}
-        self.client = ConfluentShareConsumer(with_log(settings, self.logger))
+        self.client = ConfluentShareConsumer(with_log(settings, f"share consumer of {queue_name}"))
         self.client.subscribe([self.topic])
 
     # -- the iterator (the consumer's own thread) ---------------------------------------------------

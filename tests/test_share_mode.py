@@ -265,3 +265,52 @@ def test_a_retry_that_cannot_be_sent_ends_in_the_dead_letters(
         assert dead.headers[ERROR_MESSAGE] == b"delivered 3 times without an acknowledgement"
     finally:
         broker.close()
+
+
+def test_lag_and_the_dashboard_say_a_share_queue_has_no_committed_offset(
+    share_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import json
+    import sys
+    import types
+
+    from dramatiq_kafka.cli import main
+    from dramatiq_kafka.web import make_app
+
+    from .test_web import get
+
+    @dramatiq.actor(queue_name="work")
+    def waiting() -> None:
+        pass
+
+    for _ in range(3):
+        waiting.send()
+    share_broker.flush_producer()
+    share_group = share_broker.share_group_of("work")
+    app_module = types.ModuleType("share_app")
+    app_module.broker = share_broker  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "share_app", app_module)
+
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["lag", "--broker", "share_app", "--json"], out=out, err=err) == 0, err.getvalue()
+    report = json.loads(out.getvalue())
+    rows = {row["queue"]: row for row in report["partitions"]}
+    # The share queue's topic: 3 records, no committed offset, no lag counted.
+    assert (rows["work"]["end"], rows["work"]["committed"], rows["work"]["lag"]) == (3, None, None)
+    assert rows["work"]["share_group"] == share_group
+    assert report["total"] == 0 and "warning" not in err.getvalue()
+    out = io.StringIO()
+    assert main(["lag", "--broker", "share_app"], out=out, err=err) == 0
+    assert f"`kafka-share-groups.sh --describe --group {share_group}` shows it." in out.getvalue()
+    line = next(
+        line.split() for line in out.getvalue().splitlines() if line.startswith("work ") and " 0 " in line
+    )
+    assert line == ["work", "0", "-", "3", "-"], out.getvalue()
+
+    app = make_app(share_broker, cache_seconds=0, sample_every=None)
+    _, page = get(app, "/queue/work")
+    assert f"Consumed through the share group {share_group}, which commits no offset" in page
+    assert "<td>0</td><td>3</td><td>-</td><td>-</td>" in page, page
+    _, page = get(app, "/")
+    assert ">work</a></td><td>1</td><td>3</td><td>-</td>" in page, page

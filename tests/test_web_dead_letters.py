@@ -126,7 +126,8 @@ def test_dead_letters_are_listed_filtered_and_shown_in_full(dead: KafkaBroker) -
     # Without a token no action is offered, and none is taken.
     assert 'name="token"' not in page
     status, text = request(app, "/dead-letters/work/act", "POST", {"verb": "replay", "pick": "0/0"})
-    assert status.startswith("403") and "Actions are off" in text and "DRAMATIQ_KAFKA_WEB_TOKEN" in text
+    assert status.startswith("403") and "Actions are off" in text, text
+    assert "make_app(broker, token=...)" in text and "DRAMATIQ_KAFKA_WEB_TOKEN" in text
     assert dead.bootstrap_servers not in page + one
 
 
@@ -217,6 +218,12 @@ def test_replay_and_resolve_from_the_page(dead: KafkaBroker, caplog: pytest.LogC
     # Again: nothing left to do.
     _, text = request(app, "/dead-letters/work/act", "POST", {"verb": "replay", "all": "1", "token": TOKEN})
     assert "Replayed 0 dead letter(s)" in text and "3 replayed or resolved before" in text
+    # A pick past the topic's end (an old link): said to be missing, not silently done.
+    _, text = request(
+        app, "/dead-letters/work/act", "POST", {"verb": "replay", "pick": "0/99", "token": TOKEN}
+    )
+    assert "Replayed 0 dead letter(s)" in text, text
+    assert "; 1 not found (no dead letter at that partition/offset)." in text, text
     status, text = request(
         app, "/dead-letters/work/act", "POST", {"verb": "delete", "all": "1", "token": TOKEN}
     )

@@ -101,6 +101,12 @@ class Context:
         check_reachable(self.bootstrap_servers, min(self.timeout, 5.0))
         return TopicAdmin(self.config, self.group, timeout=self.timeout)
 
+    def share_group_of(self, name: str) -> str | None:
+        """The share group that consumes queue ``name``, as far as the broker says."""
+        if self.broker is None or name not in self.broker.get_declared_queues():
+            return None
+        return self.broker.share_group_of(name)
+
     def queues(self, topics: set[str], wanted: Sequence[str] = ()) -> list[str]:
         """The queues to report: those asked for, the broker's, or those the
         topic names reveal (``{prefix}q``, ``q.DQ``, ``q.XQ``)."""

@@ -123,39 +123,51 @@ def cmd_lag(args: argparse.Namespace, ctx: Context) -> int:
                         f"The topic {found.topic!r} of queue {found.queue!r} does not exist."
                     )
                 continue
+            # A share group commits no offset, and confluent-kafka's admin client cannot
+            # read its progress (KIP-932): its queue's lag is unknown, not every record.
+            share_group = ctx.share_group_of(found.name)
             for lag in found.partitions:
-                data.append(
-                    {
-                        "queue": found.name,
-                        "topic": found.topic,
-                        "partition": lag.partition,
-                        "committed": lag.committed,
-                        "low": lag.low,
-                        "end": lag.end,
-                        "lag": lag.lag,
-                    }
-                )
+                row: dict[str, Any] = {
+                    "queue": found.name,
+                    "topic": found.topic,
+                    "partition": lag.partition,
+                    "committed": None if share_group else lag.committed,
+                    "low": lag.low,
+                    "end": lag.end,
+                    "lag": None if share_group else lag.lag,
+                }
+                if share_group:
+                    row["share_group"] = share_group
+                data.append(row)
     finally:
         admin.close()
-    if ctx.group_given and data and all(d["committed"] < 0 for d in data):
+    grouped = [d for d in data if "share_group" not in d]
+    if ctx.group_given and grouped and all(d["committed"] < 0 for d in grouped):
         # A typo in --group shows every record as lag: say so rather than alarm.
         ctx.err.write(
             f"dramatiq-kafka: warning: group {ctx.group!r} has no committed offset on these topics "
             "(a typo in --group? every record counts as lag).\n"
         )
     if args.json:
-        print_json(ctx.out, {"group": ctx.group, "partitions": data, "total": sum(d["lag"] for d in data)})
+        total = sum(d["lag"] for d in grouped)
+        print_json(ctx.out, {"group": ctx.group, "partitions": data, "total": total})
         return EXIT_OK
     ctx.out.write(f"Group {ctx.group!r} at {ctx.bootstrap_servers!r}\n")
     rows: list[Sequence[object]] = []
     for queue in dict.fromkeys(d["queue"] for d in data):
         own = [d for d in data if d["queue"] == queue]
         for d in own:
-            committed = d["committed"] if d["committed"] >= 0 else "-"
-            rows.append((queue, d["partition"], committed, d["end"], d["lag"]))
-        rows.append((queue, "total", "", "", sum(d["lag"] for d in own)))
+            committed = "-" if d["committed"] is None or d["committed"] < 0 else d["committed"]
+            rows.append((queue, d["partition"], committed, d["end"], "-" if d["lag"] is None else d["lag"]))
+        shared = own[0].get("share_group")
+        rows.append((queue, "total", "", "", "-" if shared else sum(d["lag"] for d in own)))
     if rows:
         print_table(ctx.out, ("QUEUE", "PARTITION", "COMMITTED", "END", "LAG"), rows)
     else:
         ctx.out.write("No queue topics.\n")
+    for share_group in dict.fromkeys(d["share_group"] for d in data if "share_group" in d):
+        ctx.out.write(
+            f"Share group {share_group!r} commits no offset and its progress cannot be read here: "
+            f"`kafka-share-groups.sh --describe --group {share_group}` shows it.\n"
+        )
     return EXIT_OK

@@ -187,7 +187,14 @@ class DashboardApp:
             raise RequestRefused("405 Method Not Allowed", "This page takes no action.")
         queue = parts[2]
         if not self.actions:
-            why = "read-only" if self.read_only else f"started without a token (set ${TOKEN_ENV})"
+            why = (
+                "read-only"
+                if self.read_only
+                else (
+                    "made without a token (make_app(broker, token=...); "
+                    f"for `dramatiq-kafka web`, set ${TOKEN_ENV})"
+                )
+            )
             raise RequestRefused("403 Forbidden", f"Actions are off: this dashboard is {why}.")
         check_same_site(environ, self.origins)
         form = read_form(environ)

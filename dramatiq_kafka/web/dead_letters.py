@@ -277,6 +277,8 @@ def act(dashboard: Dashboard, queue: str, action: Action) -> ActionResult:
 
 def result_page(queue: str, result: ActionResult) -> Markup:
     past = "Replayed" if result.action.verb == "replay" else "Resolved"
+    found = result.done + result.already + result.deferred + result.failed
+    missing = len(result.action.filters.picks) - found if result.action.filters.picks else 0
     text = (
         f"{past} {result.done} dead letter(s) of {result.topic} ({result.action.what}); "
         f"{result.already} replayed or resolved before"
@@ -286,6 +288,7 @@ def result_page(queue: str, result: ActionResult) -> Markup:
             else ""
         )
         + (f"; {result.failed} failed" if result.failed else "")
+        + (f"; {missing} not found (no dead letter at that partition/offset)" if missing > 0 else "")
         + "."
     )
     errors = "".join(f"<li>{escape(e)}</li>" for e in result.errors)

@@ -71,6 +71,7 @@ def queue(dashboard: Dashboard, name: str) -> Markup | None:
     if name not in broker.get_declared_queues():
         return None
     topic = broker.topic_name(name)
+    share_group = broker.share_group_of(name)
     owners = dashboard.partition_owners()
     rows = []
     for p in dashboard.lag(topic):
@@ -79,8 +80,8 @@ def queue(dashboard: Dashboard, name: str) -> Markup | None:
             [
                 p.partition,
                 p.end,
-                p.committed,
-                p.lag,
+                "-" if share_group else p.committed,
+                "-" if share_group else p.lag,
                 owner or "-",
                 state.get("in_flight", "-"),
                 "paused" if state.get("paused") else "",
@@ -89,8 +90,17 @@ def queue(dashboard: Dashboard, name: str) -> Markup | None:
         )
     header = ["partition", "end", "committed", "lag", "owner", "in flight", "paused", "why"]
     dead_letters = link(f"dead-letters/{name}", "Dead letters")
+    shared = ""
+    if share_group is not None:
+        # confluent-kafka's admin client has no call for a share group's offsets (KIP-932).
+        shared = (
+            f"<p>Consumed through the share group {escape(share_group)}, which commits no offset: "
+            "its progress is not shown here; <code>kafka-share-groups.sh --describe --group "
+            f"{escape(share_group)}</code> shows it.</p>"
+        )
     return Markup(
-        table(header, rows)
+        shared
+        + table(header, rows)
         + trends(dashboard, name)
         + "<h2>Delayed jobs</h2>"
         + delayed(dashboard, name)

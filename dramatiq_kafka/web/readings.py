@@ -113,19 +113,21 @@ class Dashboard:
             partitions = lags.get(topic) or []
             delayed = lags.get(delay_topic) or []
             dead = lags.get(dead_letter_topic) or []
+            # A share group commits no offsets: its progress is not the group's lag.
+            shared = self.broker.share_group_of(queue) is not None
             rows.append(
                 {
                     "queue": queue,
                     "partitions": len(partitions),
                     "end": sum(p.end for p in partitions),
-                    "lag": sum(p.lag for p in partitions),
+                    "lag": "-" if shared else sum(p.lag for p in partitions),
                     "paused": sum(
                         1 for p in partitions if owners.get((topic, p.partition), ("", {}))[1].get("paused")
                     ),
                     "dead_letters": sum(p.end - p.low for p in dead),
                     "delayed": sum(p.lag for p in delayed),
-                    "rates": self.history.rates(queue),
-                    "trend": [(s.at, float(s.lag)) for s in self.history.samples(queue)],
+                    "rates": None if shared else self.history.rates(queue),
+                    "trend": [] if shared else [(s.at, float(s.lag)) for s in self.history.samples(queue)],
                 }
             )
         return rows
